@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the arm64 and armv7 agent binaries under qemu-user so that a
+# cross-build that does not start fails CI.
+set -euo pipefail
+capture=${CAPTURE:-../shared/testdata/smart/json/libblockdev/HGST_HUS726060ALA640.json}
+if [ ! -f "$capture" ]; then
+  echo "cross: capture $capture is missing (../shared/testdata must sit beside the repository)" >&2
+  exit 1
+fi
+for pair in "arm64 qemu-aarch64-static" "armv7 qemu-arm-static"; do
+  set -- $pair
+  bin=bin/linux-$1/dcagent
+  echo "cross: $bin version"
+  "$2" "$bin" version
+  echo "cross: $bin drive inspect $(basename "$capture")"
+  "$2" "$bin" drive inspect "$capture" >/dev/null
+done
+echo "cross: both foreign binaries start and read a capture"
