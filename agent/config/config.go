@@ -168,7 +168,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		if !ok {
 			return nil, &Error{File: name, Line: lineNo, Section: section, Key: key, Err: fmt.Errorf("unknown key (known in [%s]: %s)", section, knownKeys(current))}
 		}
-		if err := setValue(field, value); err != nil {
+		if err := setValue(field, value, fieldSep(current, key)); err != nil {
 			return nil, &Error{File: name, Line: lineNo, Section: section, Key: key, Err: err}
 		}
 	}
@@ -239,7 +239,20 @@ func knownKeys(section reflect.Value) string {
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
-func setValue(f reflect.Value, s string) error {
+// fieldSep returns the list separator of a field: a comma unless the field
+// is tagged sep:"space" (for lists whose items contain commas, such as
+// smartctl's "megaraid,14" device types).
+func fieldSep(section reflect.Value, key string) string {
+	t := section.Type()
+	for i := 0; i < t.NumField(); i++ {
+		if t.Field(i).Tag.Get("conf") == key && t.Field(i).Tag.Get("sep") == "space" {
+			return " "
+		}
+	}
+	return ","
+}
+
+func setValue(f reflect.Value, s, sep string) error {
 	if f.Type() == durationType {
 		d, err := time.ParseDuration(s)
 		if err != nil {
@@ -279,8 +292,14 @@ func setValue(f reflect.Value, s string) error {
 		if f.Type().Elem().Kind() != reflect.String {
 			return fmt.Errorf("unsupported list type %s", f.Type())
 		}
+		var parts []string
+		if sep == " " {
+			parts = strings.Fields(s)
+		} else {
+			parts = strings.Split(s, sep)
+		}
 		var items []string
-		for _, p := range strings.Split(s, ",") {
+		for _, p := range parts {
 			if p = strings.TrimSpace(p); p != "" {
 				items = append(items, p)
 			}

@@ -10,9 +10,10 @@ type HAL struct {
 	// Smartctl is the smartctl program to run.
 	Smartctl        string        `conf:"smartctl"`
 	SmartctlTimeout time.Duration `conf:"smartctl_timeout"`
-	// Drives lists device[:type] pairs, e.g. /dev/sda:sat, /dev/bus/0:megaraid,14.
+	// Drives lists device[:type] pairs separated by spaces (a type may hold
+	// a comma), e.g. "/dev/sda:sat /dev/bus/0:megaraid,14".
 	// Empty means every drive `smartctl --scan` finds.
-	Drives []string `conf:"drives"`
+	Drives []string `conf:"drives" sep:"space"`
 	// SensorInterval and DriveInterval are how often each is read.
 	SensorInterval time.Duration `conf:"sensor_interval"`
 	DriveInterval  time.Duration `conf:"drive_interval"`
