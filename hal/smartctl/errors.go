@@ -1,0 +1,91 @@
+package smartctl
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Sentinel errors. Test with errors.Is; the errors returned carry more
+// detail (the file, the offset, smartctl's own messages).
+var (
+	// ErrEmpty: the input has no bytes, or only white space.
+	ErrEmpty = errors.New("empty input: no smartctl output in it")
+	// ErrMalformedJSON: the input looks like JSON but does not parse.
+	ErrMalformedJSON = errors.New("malformed JSON")
+	// ErrUnsupportedFormat: smartctl JSON whose json_format_version this
+	// parser does not read (it reads major version 1, smartctl 7.0 and later).
+	ErrUnsupportedFormat = errors.New("unsupported smartctl JSON format")
+	// ErrNotSmartctl: the input is neither smartctl JSON nor smartctl text.
+	ErrNotSmartctl = errors.New("not smartctl output")
+	// ErrNoDeviceData: smartctl ran but printed nothing about a drive,
+	// only its own messages (for example "Permission denied"). The error
+	// is a *NoDataError holding those messages and the exit status.
+	ErrNoDeviceData = errors.New("smartctl reported no device data")
+	// ErrScanOutput: the input is the output of `smartctl --scan`, a list of
+	// devices, not a report on one drive. The error is a *ScanOutputError.
+	ErrScanOutput = errors.New("this is smartctl --scan output, not a device report")
+)
+
+// ParseError names the input that could not be read (a file path or a
+// device) and says what is wrong with it.
+type ParseError struct {
+	Source string
+	Err    error
+}
+
+func (e *ParseError) Error() string {
+	if e.Source == "" {
+		return e.Err.Error()
+	}
+	return e.Source + ": " + e.Err.Error()
+}
+
+func (e *ParseError) Unwrap() error { return e.Err }
+
+// NoDataError is returned when smartctl's output holds no device data.
+// It keeps what smartctl said instead.
+type NoDataError struct {
+	// ExitStatus is smartctl's exit status, when known.
+	ExitStatus *ExitStatus
+	// Messages are smartctl's own messages, verbatim.
+	Messages []string
+}
+
+func (e *NoDataError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrNoDeviceData.Error())
+	if e.ExitStatus != nil {
+		fmt.Fprintf(&b, " (exit status %s)", e.ExitStatus.String())
+	}
+	if len(e.Messages) > 0 {
+		b.WriteString(": ")
+		b.WriteString(strings.Join(e.Messages, " / "))
+	} else {
+		b.WriteString(": smartctl printed no message either")
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrNoDeviceData) true.
+func (e *NoDataError) Is(target error) bool { return target == ErrNoDeviceData }
+
+// ScanOutputError is returned when the input is `smartctl --scan` output.
+type ScanOutputError struct {
+	Devices []DriveSpec
+}
+
+func (e *ScanOutputError) Error() string {
+	names := make([]string, 0, len(e.Devices))
+	for _, d := range e.Devices {
+		names = append(names, d.String())
+	}
+	list := "no devices"
+	if len(names) > 0 {
+		list = fmt.Sprintf("%d device(s): %s", len(names), strings.Join(names, ", "))
+	}
+	return fmt.Sprintf("%s; it lists %s; save `smartctl --json -a DEVICE` for one of them instead", ErrScanOutput, list)
+}
+
+// Is makes errors.Is(err, ErrScanOutput) true.
+func (e *ScanOutputError) Is(target error) bool { return target == ErrScanOutput }

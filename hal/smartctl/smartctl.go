@@ -1,0 +1,116 @@
+// Package smartctl reads drive health from smartmontools' smartctl and
+// turns it into a hal.DriveSnapshot: one normalised view of an ATA/SATA,
+// SCSI/SAS or NVMe drive, whichever smartctl version printed it.
+//
+// It reads both forms smartctl prints:
+//
+//   - JSON (`smartctl --json`, smartctl 7.0 to 7.5, json_format_version
+//     1.x), with the keys that were renamed between releases (the SCSI
+//     identity: vendor/product/revision in 7.0-7.2, scsi_vendor/
+//     scsi_product/scsi_revision from 7.3) and values that moved (a SAS
+//     drive's temperature is in "temperature" or, with -x on 7.3 and later,
+//     in "scsi_environmental_reports"). Text printed before the JSON object
+//     (a warning on the same stream) is kept as a message.
+//   - Text (`smartctl -a`, `-x`, `-A`, `-H`, ...) from smartmontools 5.x,
+//     6.x and 7.x, whole reports and fragments; see text.go.
+//
+// Parse and ParseFile tell the two apart by themselves. Runner runs smartctl
+// on a device (with a timeout) and parses what it printed.
+//
+// Conventions:
+//
+//   - A value the drive does not report is absent (nil), never zero.
+//     A temperature of exactly 0 °C is taken as "no reading": it is what
+//     drives without a sensor, RAID virtual drives and some SCT status
+//     tables print, and smartctl itself ignores it in attributes.
+//   - smartctl's exit status is a bitmask (see ExitStatus) and is kept in
+//     the snapshot as is; a non-zero status does not mean "no data".
+//   - Output with no device data (smartctl could not open the device, or
+//     printed only its own errors) is an error: a *NoDataError, for which
+//     errors.Is(err, ErrNoDeviceData) holds, carrying smartctl's messages
+//     and exit status. `smartctl --scan` output is a *ScanOutputError.
+//   - smartctl's own messages go to DriveSnapshot.Messages verbatim; notes
+//     from this parser (a value left out and why) follow them, prefixed
+//     with "dcagent: ".
+//   - ATA counters are read from the raw field as smartctl renders it for
+//     that drive (see attrCount); Seagate's packed error-rate attributes 1,
+//     7 and 195 are never read as counts (see SeagateErrorRate).
+package smartctl
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/dcagent/dcagent/hal"
+)
+
+// MaxInputBytes bounds what Parse and ParseFile read. The largest smartctl
+// report (`-x` with full logs) is well under a megabyte.
+const MaxInputBytes = 16 << 20
+
+var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
+
+// Parse reads one smartctl output, JSON or text, and returns the drive
+// snapshot it describes. Errors wrap the sentinels of this package.
+func Parse(data []byte) (*hal.DriveSnapshot, error) {
+	if len(data) > MaxInputBytes {
+		return nil, fmt.Errorf("%w: %d bytes is more than any smartctl report (limit %d)", ErrNotSmartctl, len(data), MaxInputBytes)
+	}
+	data = bytes.TrimPrefix(data, utf8BOM)
+	if len(bytes.TrimSpace(data)) == 0 {
+		if len(data) == 0 {
+			return nil, fmt.Errorf("%w (0 bytes)", ErrEmpty)
+		}
+		return nil, fmt.Errorf("%w (%d bytes of white space)", ErrEmpty, len(data))
+	}
+	if start, ok := jsonStart(data); ok {
+		return parseJSON(data, start)
+	}
+	if i := bytes.IndexByte(data, 0); i >= 0 {
+		return nil, fmt.Errorf("%w: binary data (a NUL byte at offset %d)", ErrNotSmartctl, i)
+	}
+	return parseText(data)
+}
+
+// ParseFile reads a saved smartctl output. Errors are *ParseError naming
+// the file. The snapshot's Source is path.
+func ParseFile(path string) (*hal.DriveSnapshot, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, &ParseError{Source: path, Err: err}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxInputBytes+1))
+	if err != nil {
+		return nil, &ParseError{Source: path, Err: err}
+	}
+	s, err := Parse(data)
+	if err != nil {
+		return nil, &ParseError{Source: path, Err: err}
+	}
+	s.Source = path
+	return s, nil
+}
+
+// jsonStart finds where a JSON object begins: at the start of the input, or
+// at the start of a later line when smartctl (or a shell) printed text
+// before it. Text output never has a line starting with "{".
+func jsonStart(data []byte) (int, bool) {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] == '{' {
+		return len(data) - len(trimmed), true
+	}
+	for off := 0; ; {
+		i := bytes.Index(data[off:], []byte("\n{"))
+		if i < 0 {
+			return 0, false
+		}
+		start := off + i + 1
+		if bytes.Contains(data[start:], []byte(`"json_format_version"`)) {
+			return start, true
+		}
+		off = start
+	}
+}
