@@ -86,7 +86,7 @@ func StartSWTPM(ctx context.Context, dir string, opts SWTPMOptions) (*SWTPM, err
 	}
 	var lastErr error
 	for attempt := 0; attempt < swtpmStartAttempts; attempt++ {
-		lastErr = s.start(ctx)
+		lastErr = s.start(ctx, 0)
 		if lastErr == nil {
 			log.Info("swtpm: started", "addr", s.addr, "dir", dir, "ek_cert", opts.EKCert)
 			return s, nil
@@ -124,10 +124,12 @@ func (s *SWTPM) manufacture(ctx context.Context) error {
 	return nil
 }
 
-func (s *SWTPM) start(ctx context.Context) error {
-	port, err := freeLoopbackPort()
-	if err != nil {
-		return err
+func (s *SWTPM) start(ctx context.Context, port int) error {
+	if port == 0 {
+		var err error
+		if port, err = freeLoopbackPort(); err != nil {
+			return err
+		}
 	}
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	logPath := filepath.Join(s.dir, "swtpm.log")
@@ -236,13 +238,22 @@ var tpm2GetRandom = []byte{0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 1}
 // after a few seconds Stop gives up on it and ends the process anyway.
 // Stop is safe to call twice.
 func (s *SWTPM) Stop() error {
+	if shutErr := s.stop(); shutErr != nil {
+		return fmt.Errorf("realparts: swtpm %s stopped without TPM2_Shutdown: %w", s.addr, shutErr)
+	}
+	return nil
+}
+
+// stop ends the process and returns why TPM2_Shutdown could not be sent,
+// if it could not.
+func (s *SWTPM) stop() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped || s.cmd == nil {
 		return nil
 	}
 	s.stopped = true
-	shutErr := sendRaw(s.addr, tpm2ShutdownClear, 5*time.Second)
+	shutErr := sendRaw(s.addr, tpm2ShutdownClear, 3*time.Second)
 	if shutErr != nil {
 		s.log.Warn("swtpm: no orderly shutdown", "addr", s.addr, "err", shutErr)
 	}
@@ -254,23 +265,24 @@ func (s *SWTPM) Stop() error {
 		<-s.waitErr
 	}
 	s.log.Info("swtpm: stopped", "addr", s.addr)
-	if shutErr != nil {
-		return fmt.Errorf("realparts: swtpm %s stopped without TPM2_Shutdown: %w", s.addr, shutErr)
-	}
-	return nil
+	return shutErr
 }
 
-// Restart stops the TPM in order and starts it again on the same state,
-// as a power cycle of the machine would. The address changes.
+// Restart stops the TPM and starts it again on the same state and, when
+// it is still free, the same port: a power cycle of the machine. Clients
+// see their connection break. With a client connected, TPM2_Shutdown
+// cannot get through (one client at a time), so after 3 s this is a
+// power loss instead, which dcagent's noDA keys do not mind.
 func (s *SWTPM) Restart(ctx context.Context) error {
-	if err := s.Stop(); err != nil {
-		return err
-	}
+	_ = s.stop()
+	_, portStr, _ := net.SplitHostPort(s.addr)
+	port, _ := strconv.Atoi(portStr)
 	var err error
 	for attempt := 0; attempt < swtpmStartAttempts; attempt++ {
-		if err = s.start(ctx); err == nil {
+		if err = s.start(ctx, port); err == nil {
 			return nil
 		}
+		port = 0 // taken meanwhile: any free port
 	}
 	return err
 }
