@@ -1,9 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
