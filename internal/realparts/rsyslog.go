@@ -1,9 +1,9 @@
-// Package realparts starts the real programs that tests talk to in place of
-// a customer's or vendor's servers: here, rsyslogd (Debian's rsyslog and
-// rsyslog-gnutls). Each runs in the foreground on free loopback ports with
-// its own configuration and working directory in a test's temporary
-// folder, and is stopped by t.Cleanup.
 package realparts
+
+// This file starts rsyslogd (Debian's rsyslog and rsyslog-gnutls) as the
+// customer's syslog server: in the foreground, on free loopback ports, with
+// its own configuration and working directory in a test's temporary
+// folder, stopped by t.Cleanup.
 
 import (
 	"bytes"
