@@ -1,12 +1,24 @@
 package config
 
-// Spool bounds the on-disk event spool.
+// Spool bounds the on-disk event spool (agent/spool), kept in
+// <state_dir>/spool. When it is full, the oldest events of the lowest
+// severity are dropped first; events of severity error or above never are.
 type Spool struct {
-	MaxBytes  int64 `conf:"max_bytes"`
-	MaxEvents int   `conf:"max_events"`
+	MaxBytes  int64 `conf:"max_bytes"`  // bytes of spool files, e.g. 64M
+	MaxEvents int   `conf:"max_events"` // events
 }
 
 func (s *Spool) setDefaults() {
 	s.MaxBytes = 64 << 20
 	s.MaxEvents = 100000
+}
+
+func (s *Spool) validate() error {
+	if s.MaxBytes < 64<<10 {
+		return keyErr("max_bytes", "%d is too small: at least 64K, so that one health report fits", s.MaxBytes)
+	}
+	if s.MaxEvents < 10 {
+		return keyErr("max_events", "%d is too small: at least 10", s.MaxEvents)
+	}
+	return nil
 }
