@@ -41,6 +41,7 @@ type Config struct {
 	Identity  Identity  `conf:"identity"`
 	HAL       HAL       `conf:"hal"`
 	Predict   Predict   `conf:"predict"`
+	Monitor   Monitor   `conf:"monitor"`
 	Spool     Spool     `conf:"spool"`
 	Upload    Upload    `conf:"upload"`
 	Heartbeat Heartbeat `conf:"heartbeat"`
