@@ -10,6 +10,7 @@ fi
 for pair in "arm64 qemu-aarch64-static" "armv7 qemu-arm-static"; do
   set -- $pair
   bin=bin/linux-$1/dcagent
+  if [ ! -x "$bin" ]; then echo "cross: $bin is missing: run make build" >&2; exit 1; fi
   echo "cross: $bin version"
   "$2" "$bin" version
   echo "cross: $bin drive inspect $(basename "$capture")"
