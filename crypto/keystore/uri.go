@@ -94,8 +94,8 @@ func ParseTPMURI(s string) (*TPMURI, error) {
 	if u.Device != "" && !devicePathRE.MatchString(u.Device) {
 		return nil, fmt.Errorf("keystore: tpm: URI %q: device %q is not an absolute path of plain characters", s, u.Device)
 	}
-	if u.Device != "" && strings.Contains(u.Device, "/../") {
-		return nil, fmt.Errorf("keystore: tpm: URI %q: device path holds ..", s)
+	if u.Device != "" && (filepath.Clean(u.Device) != u.Device || strings.Contains(u.Device, "..")) {
+		return nil, fmt.Errorf("keystore: tpm: URI %q: device path %q is not clean (no //, /./, .. or trailing /)", s, u.Device)
 	}
 	attrs, err := parseQuery(query, "tpm")
 	if err != nil {
@@ -420,7 +420,14 @@ func ParseFileURI(s string) (*FileURI, error) {
 	if rest == "" || rest == "/" || strings.HasSuffix(rest, "/") {
 		return nil, fmt.Errorf("keystore: file: URI %q names no file", s)
 	}
-	return &FileURI{Path: rest}, nil
+	clean := filepath.Clean(rest)
+	if clean == "/" {
+		return nil, fmt.Errorf("keystore: file: URI %q names no file", s)
+	}
+	if clean == "." || clean == ".." || strings.HasPrefix(clean, "../") {
+		return nil, fmt.Errorf("keystore: file: URI %q: a relative path must stay under the state directory", s)
+	}
+	return &FileURI{Path: clean}, nil
 }
 
 // String is the canonical form.

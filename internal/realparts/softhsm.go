@@ -3,7 +3,6 @@ package realparts
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,16 +75,17 @@ func (h *SoftHSM) InitToken(ctx context.Context, label, pin string) (*SoftHSMTok
 // URI returns an RFC 7512 pkcs11: URI naming the key object in this token,
 // with the module path and the PIN file (never the PIN itself).
 func (t *SoftHSMToken) URI(object string) string {
-	q := url.Values{}
-	q.Set("module-path", SoftHSMModule)
-	q.Set("pin-source", "file:"+t.PINFile)
-	return "pkcs11:token=" + pathEscape(t.Label) + ";object=" + pathEscape(object) + "?" + q.Encode()
+	return "pkcs11:token=" + pctEscape(t.Label, false) + ";object=" + pctEscape(object, false) +
+		"?module-path=" + pctEscape(SoftHSMModule, true) + "&pin-source=file:" + pctEscape(t.PINFile, true)
 }
 
-// pathEscape percent-encodes everything RFC 7512 does not allow
-// unescaped in a path attribute value.
-func pathEscape(s string) string {
-	const ok = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:[]@!$'()*+,="
+// pctEscape percent-encodes everything RFC 7512 does not allow unescaped
+// in an attribute value ('/' is allowed in the query part only).
+func pctEscape(s string, query bool) string {
+	ok := "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~:@!$'()*+,"
+	if query {
+		ok += "/"
+	}
 	var b []byte
 	for i := 0; i < len(s); i++ {
 		c := s[i]
