@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -116,12 +117,12 @@ func TestExplain(t *testing.T) {
 func BenchmarkDecide(b *testing.B) {
 	// A realistic policy of 200 rules across all levels.
 	var doc strings.Builder
-	doc.WriteString("dcagent-policy 1\nversion 1\nall * deny\nall remote:ssh ask\n")
+	doc.WriteString("dcagent-policy 1\nversion 1\nall remote:ssh ask\n")
 	for i := 0; i < 50; i++ {
-		doc.WriteString("model:M" + itoa(i) + " script allow\n")
-		doc.WriteString("serial:S" + itoa(i) + " * deny\n")
-		doc.WriteString("group:site=s" + itoa(i) + " remote:console allow\n")
-		doc.WriteString("type:t" + itoa(i) + " file-fetch allow\n")
+		doc.WriteString("model:M" + strconv.Itoa(i) + " script allow\n")
+		doc.WriteString("serial:S" + strconv.Itoa(i) + " * deny\n")
+		doc.WriteString("group:site=s" + strconv.Itoa(i) + " remote:console allow\n")
+		doc.WriteString("type:t" + strconv.Itoa(i) + " file-fetch allow\n")
 	}
 	p := mustParse(b, doc.String())
 	dev := Device{Type: "t7", Model: "M3", Serial: "S99", Labels: map[string]string{"site": "s5", "org": "x"}}

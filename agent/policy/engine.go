@@ -262,7 +262,11 @@ func (e *Engine) reject(p *Policy, source, reason string) {
 }
 
 func (e *Engine) record(kind string, fields map[string]string) error {
-	_, err := e.opts.Audit.Append(audit.Entry{Kind: kind, Actor: "agent", Fields: fields})
+	return e.recordBy(kind, "agent", fields)
+}
+
+func (e *Engine) recordBy(kind, actor string, fields map[string]string) error {
+	_, err := e.opts.Audit.Append(audit.Entry{Kind: kind, Actor: actor, Fields: fields})
 	if err != nil {
 		e.logger.Error("policy: audit record failed", "kind", kind, "err", err)
 	}
@@ -465,7 +469,7 @@ func (e *Engine) Authorize(ctx context.Context, req Request) Outcome {
 		"request": req.ID, "action": req.Action, "effect": d.Effect.String(), "rule": d.RuleRef(),
 		"policy_version": strconv.FormatUint(d.PolicyVersion, 10), "service_request": req.ServiceRequest,
 	}
-	if err := e.record(audit.KindDecision, withActor(fields, req.Requester)); err != nil {
+	if err := e.recordBy(audit.KindDecision, req.Requester, fields); err != nil {
 		out.Reason = "the decision could not be recorded in the audit log: denied"
 		return out
 	}
@@ -479,7 +483,7 @@ func (e *Engine) Authorize(ctx context.Context, req Request) Outcome {
 	p, ans := e.approvals.Ask(ctx, Pending{Action: req.Action, Requester: req.Requester, ServiceRequest: req.ServiceRequest, Detail: req.Detail})
 	out.AskID, out.Answer = p.ID, &ans
 	afields := map[string]string{"request": req.ID, "ask": p.ID, "action": req.Action, "answer": ans.Outcome, "by": ans.By, "service_request": req.ServiceRequest}
-	if err := e.record(audit.KindAskAnswered, withActor(afields, req.Requester)); err != nil {
+	if err := e.recordBy(audit.KindAskAnswered, req.Requester, afields); err != nil {
 		out.Reason = "the answer could not be recorded in the audit log: denied"
 		return out
 	}
@@ -495,11 +499,6 @@ func (e *Engine) Authorize(ctx context.Context, req Request) Outcome {
 		out.Reason = "the request was cancelled before anyone answered: denied"
 	}
 	return out
-}
-
-func withActor(f map[string]string, requester string) map[string]string {
-	f["requester"] = requester
-	return f
 }
 
 // Status is the engine's state for `dcagent status`.
