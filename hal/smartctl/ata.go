@@ -95,7 +95,7 @@ func isWordList(s string) bool {
 // attrTemperature returns the temperature in °C an attribute (194, 190)
 // holds. The current temperature is the leading number of smartctl's
 // rendering ("36 (Min/Max 20/45)"); when that is not a temperature (a raw
-// rendered as one 48-bit number, 0x002D00140024 = 193273528356) it is the
+// rendered as one 48-bit number, 0x002D00140024 = 193274839076) it is the
 // low byte of the raw field, where the drive keeps it, with the lifetime
 // minimum and maximum in the higher bytes.
 func attrTemperature(a ataAttr) (int64, bool) {

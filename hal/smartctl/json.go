@@ -109,8 +109,9 @@ func (n jnum) float() (float64, bool) {
 type jsonReport struct {
 	FormatVersion []jnum `json:"json_format_version"`
 	Smartctl      *struct {
-		Version    []jnum `json:"version"`
-		ExitStatus jnum   `json:"exit_status"`
+		Version    []jnum   `json:"version"`
+		Argv       []string `json:"argv"`
+		ExitStatus jnum     `json:"exit_status"`
 		Messages   []struct {
 			String   string `json:"string"`
 			Severity string `json:"severity"`
@@ -309,7 +310,7 @@ func parseJSON(data []byte, start int) (*hal.DriveSnapshot, error) {
 		}
 	}
 
-	if r.Devices != nil && r.Device == nil && !r.hasDeviceData() {
+	if (r.Devices != nil || r.isScan()) && r.Device == nil && !r.hasDeviceData() {
 		scan := &ScanOutputError{}
 		for _, d := range r.Devices {
 			scan.Devices = append(scan.Devices, DriveSpec{Device: d.Name, Type: d.Type})
@@ -327,13 +328,27 @@ func parseJSON(data []byte, start int) (*hal.DriveSnapshot, error) {
 	}
 	s.Protocol = r.protocol()
 	r.identity(s)
-	r.health(s, &notes)
+	r.health(s, data[start:], &notes)
 
 	for _, n := range notes {
 		messages = append(messages, "dcagent: "+n)
 	}
 	s.Messages = messages
 	return s, nil
+}
+
+// isScan reports whether smartctl was run with --scan: with no drive
+// found, its output has no "devices" key at all.
+func (r *jsonReport) isScan() bool {
+	if r.Smartctl == nil {
+		return false
+	}
+	for _, a := range r.Smartctl.Argv {
+		if a == "--scan" || a == "--scan-open" {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *jsonReport) protocol() hal.Protocol {
@@ -403,7 +418,7 @@ func (r *jsonReport) identity(s *hal.DriveSnapshot) {
 	}
 }
 
-func (r *jsonReport) health(s *hal.DriveSnapshot, notes *[]string) {
+func (r *jsonReport) health(s *hal.DriveSnapshot, raw []byte, notes *[]string) {
 	if r.SmartStatus != nil && r.SmartStatus.Passed != nil {
 		s.SmartPassed = ptrBool(*r.SmartStatus.Passed)
 	}
@@ -531,6 +546,12 @@ func (r *jsonReport) health(s *hal.DriveSnapshot, notes *[]string) {
 		}
 	}
 
+	if bytes.Contains(raw, []byte(`"scsi_sas_port_`)) {
+		if v, ok := sasLinkErrors(raw, notes); ok {
+			c.LinkErrors = ptrU64(v)
+		}
+	}
+
 	if r.ATAAttributes != nil {
 		attrs := make([]ataAttr, 0, len(r.ATAAttributes.Table))
 		for _, a := range r.ATAAttributes.Table {
@@ -554,6 +575,48 @@ func (r *jsonReport) health(s *hal.DriveSnapshot, notes *[]string) {
 		}
 		applyATAAttributes(s, attrs, notes)
 	}
+}
+
+// sasLinkErrors sums the link error counters of every phy of every SAS
+// port (`smartctl -x` or `-l sasphy`): invalid DWORDs, loss of DWORD
+// synchronisation and phy reset problems. The port objects have numbered
+// keys (scsi_sas_port_1, phy_0), and smartctl writes the counters' keys as
+// their text labels ("Invalid DWORD count"), so keys are compared folded.
+func sasLinkErrors(raw []byte, notes *[]string) (uint64, bool) {
+	var top map[string]json.RawMessage
+	if json.Unmarshal(raw, &top) != nil {
+		return 0, false
+	}
+	var sum uint64
+	seen := false
+	for k, port := range top {
+		if !strings.HasPrefix(k, "scsi_sas_port_") {
+			continue
+		}
+		var phys map[string]json.RawMessage
+		if json.Unmarshal(port, &phys) != nil {
+			continue
+		}
+		for pk, phy := range phys {
+			if !strings.HasPrefix(pk, "phy_") {
+				continue
+			}
+			var fields map[string]jnum
+			if json.Unmarshal(phy, &fields) != nil {
+				continue
+			}
+			for fk, n := range fields {
+				key := strings.ReplaceAll(strings.ToLower(fk), " ", "_")
+				if strings.HasPrefix(key, "invalid_dword") || strings.HasPrefix(key, "loss_of_dword_sync") || strings.HasPrefix(key, "phy_reset_problem") {
+					if v, ok := n.uint64(k+"."+pk+"."+fk, notes); ok {
+						sum = addSat(sum, v)
+						seen = true
+					}
+				}
+			}
+		}
+	}
+	return sum, seen
 }
 
 // addSat adds without wrapping around.

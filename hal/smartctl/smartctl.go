@@ -99,7 +99,7 @@ func ParseFile(path string) (*hal.DriveSnapshot, error) {
 // before it. Text output never has a line starting with "{".
 func jsonStart(data []byte) (int, bool) {
 	trimmed := bytes.TrimLeft(data, " \t\r\n")
-	if len(trimmed) > 0 && trimmed[0] == '{' {
+	if len(trimmed) > 0 && (trimmed[0] == '{' || looksLikeJSONArray(trimmed)) {
 		return len(data) - len(trimmed), true
 	}
 	for off := 0; ; {
@@ -113,4 +113,18 @@ func jsonStart(data []byte) (int, bool) {
 		}
 		off = start
 	}
+}
+
+// looksLikeJSONArray tells a JSON array (not smartctl's, but the JSON
+// parser says so better) from a shell prompt such as "[root@host ~]# ".
+func looksLikeJSONArray(b []byte) bool {
+	if b[0] != '[' {
+		return false
+	}
+	rest := bytes.TrimLeft(b[1:], " \t\r\n")
+	if len(rest) == 0 {
+		return false
+	}
+	c := rest[0]
+	return c == '{' || c == '[' || c == ']' || c == '"' || c == '-' || (c >= '0' && c <= '9')
 }
