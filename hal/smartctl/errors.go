@@ -56,7 +56,11 @@ func (e *NoDataError) Error() string {
 	var b strings.Builder
 	b.WriteString(ErrNoDeviceData.Error())
 	if e.ExitStatus != nil {
-		fmt.Fprintf(&b, " (exit status %s)", e.ExitStatus.String())
+		fmt.Fprintf(&b, " (exit status %d", *e.ExitStatus)
+		if d := e.ExitStatus.Descriptions(); len(d) > 0 {
+			b.WriteString(": " + strings.Join(d, "; "))
+		}
+		b.WriteString(")")
 	}
 	if len(e.Messages) > 0 {
 		b.WriteString(": ")

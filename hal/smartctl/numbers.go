@@ -127,11 +127,10 @@ func isAllDigits(s string) bool {
 	return true
 }
 
-func ptrU64(v uint64) *uint64     { return &v }
-func ptrF64(v float64) *float64   { return &v }
-func ptrInt(v int) *int           { return &v }
-func ptrBool(v bool) *bool        { return &v }
-func setU64(p **uint64, v uint64) { *p = &v }
+func ptrU64(v uint64) *uint64   { return &v }
+func ptrF64(v float64) *float64 { return &v }
+func ptrInt(v int) *int         { return &v }
+func ptrBool(v bool) *bool      { return &v }
 
 // setU64Once sets *p when it is still unset: the first place a report
 // gives a value wins over later, less direct ones.

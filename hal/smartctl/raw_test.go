@@ -346,3 +346,39 @@ func jsonMarshal(v any) (string, error) {
 	b, err := json.Marshal(v)
 	return string(b), err
 }
+
+// The SCSI identity keys were renamed between smartctl releases; each
+// generation alone gives the same identity.
+func TestJSONSCSIIdentityKeys(t *testing.T) {
+	head := `{"json_format_version":[1,0],"smartctl":{"exit_status":0},"device":{"protocol":"SCSI"},`
+	for name, doc := range map[string]string{
+		"7.0-7.2":        head + `"vendor":"SEAGATE","product":"ST600MP0036","revision":"KT3A"}`,
+		"7.3-7.4":        head + `"scsi_vendor":"SEAGATE","scsi_product":"ST600MP0036","scsi_revision":"KT3A"}`,
+		"7.3 with model": head + `"scsi_vendor":"SEAGATE","scsi_product":"ST600MP0036","scsi_model_name":"SEAGATE ST600MP0036","scsi_revision":"KT3A"}`,
+		"7.5":            head + `"scsi_vendor":"SEAGATE","scsi_product":"ST600MP0036","model_name":"SEAGATE ST600MP0036","scsi_model_name":"SEAGATE ST600MP0036","scsi_revision":"KT3A"}`,
+	} {
+		s, err := Parse([]byte(doc))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if s.Model != "SEAGATE ST600MP0036" || s.Firmware != "KT3A" || s.Protocol != hal.ProtocolSCSI {
+			t.Errorf("%s: model %q firmware %q protocol %q", name, s.Model, s.Firmware, s.Protocol)
+		}
+	}
+}
+
+func TestTextCommandLineAndPrompt(t *testing.T) {
+	for _, first := range []string{
+		"smartctl -a /dev/sdb", "# smartctl -x /dev/sda", "$ /cygdrive/c/smart/smartctl -A /dev/sda",
+		"[root@host ~]# sudo smartctl -A /dev/sda",
+	} {
+		p := &textParser{attrSeen: map[int]bool{}}
+		if !p.banner(first) {
+			t.Errorf("%q not taken for a command line", first)
+		}
+	}
+	p := &textParser{attrSeen: map[int]bool{}}
+	if p.banner("SMART Disabled. Use option: smartctl -s on to enable it.") {
+		t.Error("a message mentioning smartctl taken for a command line")
+	}
+}

@@ -230,8 +230,14 @@ func (p *textParser) banner(line string) bool {
 	}
 	for i, w := range f {
 		if (w == "smartctl" || strings.HasSuffix(w, "/smartctl") || strings.HasSuffix(w, "smartctl.exe")) && i+1 < len(f) && strings.HasPrefix(f[i+1], "-") {
-			p.recognised = true
-			return true
+			// Only at the start of the line or after a shell prompt: a
+			// message that mentions "smartctl -s on" is not a command line.
+			before := strings.Join(f[:i], " ")
+			if before == "" || strings.HasSuffix(before, "#") || strings.HasSuffix(before, "$") ||
+				strings.HasSuffix(before, ">") || strings.HasSuffix(before, "sudo") {
+				p.recognised = true
+				return true
+			}
 		}
 	}
 	return false
