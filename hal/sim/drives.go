@@ -22,8 +22,8 @@ type capture struct {
 	// attr5Thresh is the threshold of ATA attribute 5 (0 when absent):
 	// a drive with one can be degraded all the way to a failing verdict.
 	attr5Thresh uint64
-	// clean is true when the drive's media counters are all zero, so it
-	// makes a healthy baseline.
+	// clean is true when the drive's error counters (media and, for ATA,
+	// interface CRC) are all zero, so it makes a healthy baseline.
 	clean bool
 }
 
@@ -95,7 +95,7 @@ func usableCapture(r report) (capture, bool) {
 			c.attr5Thresh, _ = a.num("thresh")
 		}
 		c.clean = true
-		for _, id := range []uint64{5, 197, 198} {
+		for _, id := range []uint64{5, 187, 197, 198, 199} {
 			if v, ok := r.ataRaw(id); ok && v != 0 {
 				c.clean = false
 			}

@@ -608,7 +608,8 @@ func TestCaptureSelection(t *testing.T) {
 		r, _ := h.Report(d.Name)
 		rr, _ := decodeReport(r)
 		f := factsOf(rr)
-		if deref(f.Reallocated) > 0 && f.Reallocated != nil || deref(f.Pending) > 0 && f.Pending != nil {
+		dirty := func(p *uint64) bool { return p != nil && *p > 0 }
+		if dirty(f.Reallocated) || dirty(f.Pending) || dirty(f.Offline) || dirty(f.CRC) || dirty(f.Reported) || dirty(f.MediaErrors) {
 			t.Errorf("%s from %s is not a clean baseline: %+v", d.Name, d.Source, f)
 		}
 	}
