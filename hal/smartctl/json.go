@@ -385,8 +385,9 @@ func (r *jsonReport) identity(s *hal.DriveSnapshot) {
 		oui, ok2 := r.WWN.OUI.uint64("wwn.oui", &discard)
 		id, ok3 := r.WWN.ID.uint64("wwn.id", &discard)
 		if ok1 && ok2 && ok3 {
-			// The form smartctl's text prints, "5 000cca 2600004d2", without spaces.
-			s.WWN = fmt.Sprintf("%x%06x%09x", naa, oui, id)
+			// The form smartctl's text prints, "5 000cca 2600004d2", without
+			// spaces; all zeros (a blanked capture) is no WWN.
+			s.WWN = normaliseHexID(fmt.Sprintf("%x%06x%09x", naa, oui, id))
 		}
 	case r.LogicalUnitID != "":
 		s.WWN = normaliseHexID(r.LogicalUnitID)
@@ -655,11 +656,12 @@ func firstNonEmpty(ss ...string) string {
 }
 
 // normaliseHexID turns "0x5000cca29063dc00" into "5000cca29063dc00" and
-// drops values that are not hexadecimal (elided in shared captures).
+// drops values that are not hexadecimal or all zeros (elided or blanked in
+// shared captures).
 func normaliseHexID(s string) string {
 	s = strings.ToLower(strings.TrimSpace(s))
 	s = strings.TrimPrefix(s, "0x")
-	if s == "" {
+	if strings.Trim(s, "0") == "" {
 		return ""
 	}
 	for i := 0; i < len(s); i++ {

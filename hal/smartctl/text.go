@@ -18,8 +18,9 @@ import (
 //
 // It works line by line. Most lines are "Key: value" pairs whose keys have
 // been stable across smartmontools releases; a few sections are tables
-// (the ATA attribute table, the SCSI error counter log) that are read
-// between their header and the next blank line.
+// (the ATA attribute table, the SCSI error counter log) that are read from
+// their header to the first line that is not one of their rows. Which
+// protocol the drive speaks is decided at the end, from the lines seen.
 
 type textTable int
 
