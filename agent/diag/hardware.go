@@ -395,6 +395,9 @@ func (h Hardware) checkDrives(ctx context.Context) []Finding {
 		}
 	}
 	var out []Finding
+	// Drives with interface errors, by enclosure: several behind one
+	// backplane point at the backplane or its cable.
+	linkTrouble := map[string][]string{}
 	for _, spec := range specs {
 		if ctx.Err() != nil {
 			out = append(out, Finding{Status: Fail, Subject: spec.String(), Message: "not read: the check ran out of time",
@@ -408,8 +411,23 @@ func (h Hardware) checkDrives(ctx context.Context) []Finding {
 			continue
 		}
 		out = append(out, judgeDrive(subject, snap))
+		if sl := slots[strings.TrimPrefix(spec.Device, "/dev/")]; sl != nil && hasLinkErrors(snap) {
+			linkTrouble[sl.Enclosure] = append(linkTrouble[sl.Enclosure], fmt.Sprintf("%s in %q", sl.Device, sl.Slot.Slot))
+		}
+	}
+	for enc, drives := range linkTrouble {
+		if len(drives) < 2 {
+			continue
+		}
+		out = append(out, Finding{Status: Warn, Subject: "enclosure " + enc,
+			Message: fmt.Sprintf("%d drives behind this backplane report interface errors (%s): the backplane, its cable or its expander is more likely at fault than each drive", len(drives), strings.Join(drives, ", ")),
+			Action:  "Check and reseat the backplane's cable to the controller, then the backplane itself, before replacing drives; the agent's prediction watches whether the errors keep rising together."})
 	}
 	return out
+}
+
+func hasLinkErrors(s *hal.DriveSnapshot) bool {
+	return (s.Counters.UDMACRCErrors != nil && *s.Counters.UDMACRCErrors > 0) || (s.Counters.LinkErrors != nil && *s.Counters.LinkErrors > 0)
 }
 
 func driveListAction(err error) string {
@@ -539,19 +557,17 @@ func judgeDrive(subject string, s *hal.DriveSnapshot) Finding {
 	}
 	f := Finding{Status: OK, Subject: subject}
 	var texts, actions []string
-	seen := map[string]bool{}
-	// The most urgent action first.
-	for _, want := range []Status{Fail, Warn} {
-		for _, is := range issues {
-			if is.status == want && !seen[is.action] {
-				seen[is.action] = true
-				actions = append(actions, is.action)
-			}
-		}
-	}
 	for _, is := range issues {
 		f.Status = Worse(f.Status, is.status)
 		texts = append(texts, is.text)
+	}
+	// What to do about the worst of it; milder advice would only blur it.
+	seen := map[string]bool{}
+	for _, is := range issues {
+		if is.status == f.Status && !seen[is.action] {
+			seen[is.action] = true
+			actions = append(actions, is.action)
+		}
 	}
 	f.Message = strings.Join(texts, "; ")
 	f.Action = strings.Join(actions, " ")

@@ -198,6 +198,15 @@ func TestHardwareOnSimulator(t *testing.T) {
 			t.Errorf("%s = %+v", dev, f)
 		}
 	}
+	var bp Finding
+	for _, f := range find(r, "drives", "enclosure 0:0:12:0") {
+		if f.Subject == "enclosure 0:0:12:0" {
+			bp = f
+		}
+	}
+	if bp.Status != Warn || !strings.Contains(bp.Message, `2 drives behind this backplane report interface errors (sda in "Slot00", sdd in "Slot03")`) {
+		t.Errorf("backplane finding = %+v", bp)
+	}
 	if f := one(t, r, "drives", "/dev/sdc"); f.Status != OK {
 		t.Errorf("sdc = %+v", f)
 	}
