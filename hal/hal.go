@@ -51,14 +51,14 @@ type DriveSnapshot struct {
 	FailingAttributes []AttributeFailure `json:"failing_attributes,omitempty"`
 
 	// ExitStatus is smartctl's exit status bitmask, kept as is; see
-	// smartctl.ExitBits for its meaning. Absent when read from text.
+	// smartctl.ExitStatus for its meaning. Absent when read from text.
 	ExitStatus *int `json:"smartctl_exit_status,omitempty"`
 	// SmartctlVersion is e.g. "7.3".
 	SmartctlVersion string `json:"smartctl_version,omitempty"`
 	// Messages holds smartctl's own warnings and errors, verbatim.
 	Messages []string `json:"messages,omitempty"`
 	// Time is when the snapshot was taken (from the capture when it says).
-	Time time.Time `json:"time,omitempty"`
+	Time time.Time `json:"time,omitzero"`
 }
 
 // Counters are the failure-predicting counters. Each is absent when the
