@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/dcagent/dcagent/agent/predict"
 	"io"
 	"strconv"
 	"strings"
@@ -57,6 +58,10 @@ func runDrive(env *cmdEnv, args []string) int {
 
 	status := 0
 	reports := make([]driveReport, 0, len(files))
+	// Captures of one drive (same serial or WWN) are its history, in the
+	// order given: each file's risk weighs the captures of that drive that
+	// came before it.
+	history := map[string][]hal.DriveSnapshot{}
 	for _, f := range files {
 		s, err := smartctl.ParseFile(f)
 		if err != nil {
@@ -65,7 +70,12 @@ func runDrive(env *cmdEnv, args []string) int {
 			status = 1
 			continue
 		}
-		reports = append(reports, inspectReport(f, s))
+		series := []hal.DriveSnapshot{*s}
+		if key := predict.DriveKey(s); key != "" {
+			history[key] = append(history[key], *s)
+			series = history[key]
+		}
+		reports = append(reports, inspectReport(f, s, predict.AssessSeries(series)))
 	}
 	if *asJSON {
 		if err := writeDriveJSON(env.stdout, reports); err != nil {
@@ -122,8 +132,17 @@ type reportSection struct {
 
 // inspectReport builds the report for one parsed file. Sections that other
 // parts of the agent contribute (the drive's risk) are appended here.
-func inspectReport(file string, s *hal.DriveSnapshot) driveReport {
-	return driveReport{File: file, Snapshot: s}
+func inspectReport(file string, s *hal.DriveSnapshot, risk predict.Risk) driveReport {
+	title := "Risk: " + risk.Level.String()
+	if len(risk.Reasons) == 0 {
+		title += " (nothing in this drive's report points at a failure)"
+	}
+	return driveReport{File: file, Snapshot: s, Extra: []reportSection{{
+		Key:   "risk",
+		Title: title,
+		Lines: risk.Reasons,
+		Value: risk,
+	}}}
 }
 
 // snapshotJSON is the JSON form of one report: "file", then the snapshot's

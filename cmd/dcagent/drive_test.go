@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/dcagent/dcagent/agent/predict"
 	"github.com/dcagent/dcagent/hal"
 	"github.com/dcagent/dcagent/internal/testenv"
 )
@@ -195,12 +196,7 @@ func TestDriveInspectUsage(t *testing.T) {
 // renderings without disturbing the snapshot's keys.
 func TestDriveReportExtraSections(t *testing.T) {
 	s := &hal.DriveSnapshot{Protocol: hal.ProtocolATA, Model: "M", Counters: hal.Counters{PendingSectors: hal.U64(3)}}
-	r := inspectReport("f.json", s)
-	r.Extra = append(r.Extra, reportSection{
-		Key: "risk", Title: "Risk: high",
-		Lines: []string{"3 pending sectors"},
-		Value: map[string]any{"level": "high", "reasons": []string{"3 pending sectors"}},
-	})
+	r := inspectReport("f.json", s, predict.Assess(*s))
 	b, err := driveJSON(r)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +206,8 @@ func TestDriveReportExtraSections(t *testing.T) {
 		t.Fatalf("%v: %s", err, b)
 	}
 	risk, _ := obj["risk"].(map[string]any)
-	if obj["model"] != "M" || obj["file"] != "f.json" || risk["level"] != "high" {
+	reasons, _ := risk["reasons"].([]any)
+	if obj["model"] != "M" || obj["file"] != "f.json" || risk["level"] == "ok" || len(reasons) == 0 {
 		t.Errorf("object %s", b)
 	}
 	if _, ok := obj["time"]; ok {
@@ -218,8 +215,43 @@ func TestDriveReportExtraSections(t *testing.T) {
 	}
 	var text bytes.Buffer
 	writeDriveText(&text, r)
-	if !strings.Contains(text.String(), "Risk: high\n    3 pending sectors") {
+	if !strings.Contains(text.String(), "Risk: "+risk["level"].(string)+"\n    "+reasons[0].(string)) {
 		t.Errorf("text:\n%s", text.String())
+	}
+}
+
+// The risk of a capture with failing counters is printed with its reasons,
+// and a healthy drive says it is at ok.
+func TestDriveInspectRisk(t *testing.T) {
+	dir := testenv.SharedTestdata(t)
+	failing := filepath.Join(dir, "smart/json/libblockdev/HGST_HUS726060ALA640.json")
+	healthy := filepath.Join(dir, "smart/json/libblockdev/HGST_HMS5C4040BLE640.json")
+	status, out, errOut := runDriveCmd(t, "inspect", "--json", failing, healthy)
+	if status != 0 {
+		t.Fatalf("status %d: %s", status, errOut)
+	}
+	var objs []struct {
+		Serial string
+		Risk   struct {
+			Level   string   `json:"level"`
+			Reasons []string `json:"reasons"`
+		} `json:"risk"`
+	}
+	if err := json.Unmarshal([]byte(out), &objs); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("%d objects", len(objs))
+	}
+	if objs[0].Risk.Level != "fail" || !strings.Contains(strings.Join(objs[0].Risk.Reasons, "|"), "pending") {
+		t.Errorf("failing drive: %+v", objs[0].Risk)
+	}
+	if objs[1].Risk.Level != "ok" {
+		t.Errorf("healthy drive: %+v", objs[1].Risk)
+	}
+	_, text, _ := runDriveCmd(t, "inspect", failing)
+	if !strings.Contains(text, "Risk: fail") {
+		t.Errorf("text output has no risk:\n%s", text)
 	}
 }
 
