@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -32,6 +33,23 @@ type capture struct {
 // edits present). Reports that already show a failure are left out: the
 // simulator makes its own failures.
 func findCaptures(dir string) (map[string][]capture, error) {
+	// A fleet makes many simulations from one folder; read it once.
+	if c, ok := captureCache.Load(dir); ok {
+		return c.(map[string][]capture), nil
+	}
+	out, err := scanCaptures(dir)
+	if err != nil {
+		return nil, err
+	}
+	captureCache.Store(dir, out)
+	return out, nil
+}
+
+// captureCache holds each folder's captures, read once per process. The
+// lists are never modified after they are stored.
+var captureCache sync.Map
+
+func scanCaptures(dir string) (map[string][]capture, error) {
 	out := map[string][]capture{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
