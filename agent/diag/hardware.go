@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path"
 	"strings"
 
 	"github.com/dcagent/dcagent/agent/config"
@@ -80,18 +79,6 @@ func (h Hardware) Checks() []Check {
 	return out
 }
 
-// ignored reports whether a sensor matches an ignore pattern.
-func (h Hardware) ignored(s *hwmon.Sensor) bool {
-	for _, p := range h.IgnoreSensors {
-		for _, name := range []string{s.Chip + "/" + s.Name(), s.Chip + "/" + s.Label} {
-			if ok, _ := path.Match(p, name); ok {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 func (h Hardware) checkSensors(ctx context.Context) []Finding {
 	rd, err := h.Sensors.Read(ctx)
 	if err != nil {
@@ -116,7 +103,7 @@ func (h Hardware) checkSensors(ctx context.Context) []Finding {
 		}
 		for j := range c.Sensors {
 			s := &c.Sensors[j]
-			if h.ignored(s) {
+			if s.Ignored(h.IgnoreSensors) {
 				ignored++
 				continue
 			}

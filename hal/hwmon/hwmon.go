@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -533,3 +534,45 @@ func sortHwmonNames(names []string) {
 }
 
 func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }
+
+// Matches reports whether the sensor matches a "chip/sensor" pattern
+// (path.Match syntax, as in [hal] ignore_sensors), where sensor is the
+// channel name ("in1", "fan3") or the label ("vin", "Core 0").
+func (s *Sensor) Matches(pattern string) bool {
+	for _, name := range []string{s.Chip + "/" + s.Name(), s.Chip + "/" + s.Label} {
+		if ok, _ := path.Match(pattern, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// Ignored reports whether the sensor matches any of the patterns.
+func (s *Sensor) Ignored(patterns []string) bool {
+	for _, p := range patterns {
+		if s.Matches(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Without returns a copy of the reading without the sensors that match
+// any of the patterns, and how many were left out.
+func (r *Reading) Without(patterns []string) (*Reading, int) {
+	out := &Reading{Chips: make([]Chip, len(r.Chips))}
+	n := 0
+	for i, c := range r.Chips {
+		kept := make([]Sensor, 0, len(c.Sensors))
+		for _, s := range c.Sensors {
+			if s.Ignored(patterns) {
+				n++
+				continue
+			}
+			kept = append(kept, s)
+		}
+		c.Sensors = kept
+		out.Chips[i] = c
+	}
+	return out, n
+}

@@ -520,3 +520,20 @@ func TestReadHonoursContext(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestIgnorePatterns(t *testing.T) {
+	rd := read(t, &Reader{Root: capture(t, "node_exporter")})
+	kept, n := rd.Without([]string{"nct6779/in1", "nct6779/intrusion*", "coretemp/Core ?", "applesmc/Left side"})
+	// 1 voltage, 2 intrusion switches, 4 cores on each of 2 packages, 1 fan.
+	if n != 1+2+8+1 || len(kept.Sensors()) != len(rd.Sensors())-n {
+		t.Errorf("ignored %d of %d, kept %d", n, len(rd.Sensors()), len(kept.Sensors()))
+	}
+	for _, s := range kept.Sensors() {
+		if s.Chip == "coretemp" && s.Label != "Physical id 0" {
+			t.Errorf("kept %s", s.Describe())
+		}
+	}
+	if len(rd.Sensors()) != 20 {
+		t.Errorf("Without changed the original reading")
+	}
+}
