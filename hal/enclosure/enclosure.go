@@ -338,8 +338,10 @@ func HAL(encs []Enclosure) []hal.Slot {
 	return out
 }
 
+// readDirNames opens with O_DIRECTORY so that a FIFO where a directory
+// belongs fails at once (ENOTDIR) instead of blocking the open.
 func readDirNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

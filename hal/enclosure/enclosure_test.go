@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -218,8 +219,10 @@ func TestReadBrokenEnclosureEntry(t *testing.T) {
 	// A class entry whose device went away, and a file where a directory belongs.
 	must(t, os.Symlink("../../devices/gone/enclosure/2:0:0:0", filepath.Join(class, "2:0:0:0")))
 	write(t, filepath.Join(class, "3:0:0:0"), "")
+	// A FIFO where an enclosure belongs must not block the reader.
+	must(t, syscall.Mkfifo(filepath.Join(class, "4:0:0:0"), 0o644))
 	encs := readAll(t, k.root)
-	if len(encs) != 3 {
+	if len(encs) != 4 {
 		t.Fatalf("enclosures = %d", len(encs))
 	}
 	if encs[0].Err != nil || len(encs[0].Slots) != 1 {

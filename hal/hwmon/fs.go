@@ -27,8 +27,10 @@ var OS FS = osFS{}
 
 type osFS struct{}
 
+// ReadDirNames opens with O_DIRECTORY so that a FIFO where a directory
+// belongs fails at once (ENOTDIR) instead of blocking the open.
 func (osFS) ReadDirNames(dir string) ([]string, error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dcagent/dcagent/hal"
 	"github.com/dcagent/dcagent/internal/testenv"
@@ -535,5 +536,37 @@ func TestIgnorePatterns(t *testing.T) {
 	}
 	if len(rd.Sensors()) != 20 {
 		t.Errorf("Without changed the original reading")
+	}
+}
+
+// A FIFO or a plain file where a chip directory belongs is a chip error,
+// not a hang.
+func TestReadOddClassEntries(t *testing.T) {
+	root := t.TempDir()
+	tree(t, root, "hwmon0", map[string]string{"name": "ok\n", "temp1_input": "1000\n"})
+	class := filepath.Join(root, "sys", "class", "hwmon")
+	if err := syscall.Mkfifo(filepath.Join(class, "hwmon1"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(class, "hwmon2"), []byte("x"), 0o644)
+	os.Symlink("hwmon3", filepath.Join(class, "hwmon3")) // a link to itself
+	done := make(chan *Reading, 1)
+	go func() {
+		rd, _ := (&Reader{Root: root}).Read(context.Background())
+		done <- rd
+	}()
+	var rd *Reading
+	select {
+	case rd = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the reader hung on a FIFO in the class directory")
+	}
+	if len(rd.Chips) != 4 || len(rd.Chips[0].Sensors) != 1 {
+		t.Fatalf("chips = %+v", rd.Chips)
+	}
+	for _, c := range rd.Chips[1:] {
+		if c.Err == nil || !strings.Contains(c.Problem, "cannot list") {
+			t.Errorf("%s: err %v problem %q", c.Dir, c.Err, c.Problem)
+		}
 	}
 }
