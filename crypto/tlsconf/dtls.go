@@ -36,6 +36,25 @@ func DTLSClient(roots *x509.CertPool, cert tls.Certificate, serverName string) (
 	}, nil
 }
 
+// DTLSClientWithSource is DTLSClient with the device certificate fetched
+// from source at every handshake (see ClientWithSource).
+func DTLSClientWithSource(roots *x509.CertPool, source func() (*tls.Certificate, error), serverName string) (*dtls.Config, error) {
+	if roots == nil {
+		return nil, errors.New("tlsconf: no pinned CA for DTLS")
+	}
+	if source == nil {
+		return nil, errors.New("tlsconf: no certificate source")
+	}
+	return &dtls.Config{
+		GetClientCertificate:  func(*dtls.CertificateRequestInfo) (*tls.Certificate, error) { return source() },
+		RootCAs:               roots,
+		ServerName:            serverName,
+		CipherSuites:          DTLSSuites,
+		ExtendedMasterSecret:  dtls.RequireExtendedMasterSecret,
+		ConnectionIDGenerator: dtls.OnlySendCIDGenerator(),
+	}, nil
+}
+
 // DTLSServer returns the backend's heartbeat service configuration: client
 // certificates required and verified against clientCAs, connection IDs of
 // eight random bytes.

@@ -65,6 +65,21 @@ func Client(roots *x509.CertPool, cert *tls.Certificate, serverName string) (*tl
 	return c, nil
 }
 
+// ClientWithSource is Client with the client certificate fetched from
+// source at every handshake, so that a renewed certificate is used
+// without rebuilding the configuration. source must not return nil.
+func ClientWithSource(roots *x509.CertPool, source func() (*tls.Certificate, error), serverName string) (*tls.Config, error) {
+	if source == nil {
+		return nil, errors.New("tlsconf: no certificate source")
+	}
+	c, err := Client(roots, nil, serverName)
+	if err != nil {
+		return nil, err
+	}
+	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return source() }
+	return c, nil
+}
+
 // Server returns the configuration for a backend service (used by the
 // simulator and tests; the device itself serves nothing). clientCAs, when
 // not nil, makes the server ask for a client certificate and verify any it

@@ -1,0 +1,5 @@
+//go:build !dcagent_notpm
+
+package all
+
+import _ "github.com/dcagent/dcagent/crypto/tpm"
