@@ -221,7 +221,7 @@ func (m *Manager) bundle(ctx context.Context) ([]byte, error) {
 		}
 		sort.Strings(names)
 		for _, n := range names {
-			if err := add("agent/"+path.Clean("/"+n)[1:], parts[n], time.Now()); err != nil {
+			if err := add("agent/"+path.Clean("/" + n)[1:], parts[n], time.Now()); err != nil {
 				return nil, err
 			}
 		}
