@@ -156,6 +156,13 @@ func (t *TPM) Info() Info {
 // YIELDED or TESTING, since Open.
 func (t *TPM) Retries() uint64 { return t.retries.Load() }
 
+// Do runs fn with the TPM connection to itself, for commands this package
+// has no method for. fn must flush the transient objects it loads. A
+// broken connection is made again and fn run once more.
+func (t *TPM) Do(ctx context.Context, fn func(tp transport.TPM) error) error {
+	return t.do(ctx, fn)
+}
+
 // do runs fn with the TPM to itself. A broken connection is made again
 // and fn run once more; fn must therefore be safe to repeat, and must
 // check t.gen to know whether objects it loaded before are still there.
