@@ -233,7 +233,9 @@ type APIError struct {
 	Message string
 }
 
-func (e *APIError) Error() string { return fmt.Sprintf("support API: %s (HTTP %d)", e.Message, e.Status) }
+func (e *APIError) Error() string {
+	return fmt.Sprintf("support API: %s (HTTP %d)", e.Message, e.Status)
+}
 
 // Request asks for access and returns the session.
 func (c *SupportClient) Request(ctx context.Context, ar AccessRequest) (RequestResponse, error) {
