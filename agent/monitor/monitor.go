@@ -173,6 +173,19 @@ func (m *Monitor) TriggerCollect() {
 	}
 }
 
+// PollOnce reads every source once and sends the alerts that are due,
+// without the schedules: for tools and simulations that drive the clock
+// themselves. It sends no health report (TriggerCollect does, in Run).
+func (m *Monitor) PollOnce(ctx context.Context) {
+	m.pollSensors(ctx)
+	m.pollSlots(ctx)
+	m.pollDrives(ctx)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.flushHeld(m.clock.Now())
+	m.saveState()
+}
+
 // Run watches until ctx ends, then writes the drive histories and the
 // alert state and returns nil. It returns an error only when called while
 // another Run is going.
