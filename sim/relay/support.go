@@ -282,3 +282,33 @@ func (c *SupportClient) Connect(ctx context.Context, sessionID string, wait time
 	}
 	return rwc, nil
 }
+
+// Pipe joins a session stream to a terminal or a program's stdio (ssh's
+// ProxyCommand): in goes to the device, what the device sends goes to out.
+// It returns when the session ends (the device or the relay closed it) or
+// when in ends (the engineer is done), closing the stream either way.
+func Pipe(rwc io.ReadWriteCloser, in io.Reader, out io.Writer) error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(rwc, in)
+		done <- err
+	}()
+	outDone := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(out, rwc)
+		outDone <- err
+	}()
+	var err error
+	select {
+	case err = <-outDone:
+	case err = <-done:
+		// The engineer is done: close, and let what is in flight arrive.
+		rwc.Close()
+		<-outDone
+	}
+	rwc.Close()
+	if errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
+}
