@@ -52,7 +52,7 @@ type Predict struct {
 
 func (p *Predict) setDefaults() {
 	p.HistoryDays = 365
-	p.HistoryFlush = time.Hour
+	p.HistoryFlush = 6 * time.Hour
 	p.GrowthWindow = 30 * 24 * time.Hour
 	p.FastGrowth = 50
 	p.FastWindow = 24 * time.Hour

@@ -290,7 +290,9 @@ func (c *evalContext) nvmeRules(fs *findings) {
 		switch {
 		case spare < thresh:
 			fs.add(LevelFail, "NVMe available spare %d%% below threshold %d%%", spare, thresh)
-		case spare < thresh+10:
+		case spare < 100 && spare < thresh+10:
+			// A full spare is never "close", whatever the threshold (some
+			// drives set it at 99%).
 			fs.add(LevelWatch, "NVMe available spare %d%% is close to its threshold %d%%", spare, thresh)
 		}
 	}

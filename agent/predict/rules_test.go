@@ -135,6 +135,11 @@ func TestSnapshotRules(t *testing.T) {
 			s.Counters.AvailableSpare = hal.U64(15)
 			return s
 		}, LevelWatch, "close to its threshold"},
+		{"NVMe full spare with a high threshold", func() hal.DriveSnapshot {
+			s := nvmeDrive("N")
+			s.Counters.AvailableSpareThreshold = hal.U64(99)
+			return s
+		}, LevelOK, ""},
 		{"NVMe reliability degraded", func() hal.DriveSnapshot {
 			s := nvmeDrive("N")
 			s.Counters.CriticalWarning = hal.U64(0x04)
