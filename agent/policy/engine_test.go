@@ -484,3 +484,35 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+func TestLoadWithoutSideEffects(t *testing.T) {
+	f := newFixture(t)
+	f.mgr.set(f.signed(t, 5, "all remote:ssh ask\n"))
+	e := f.engine(t)
+	if err := e.SyncNow(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	before := f.log.Last().Seq
+	p, notes, err := Load(f.cfg, f.dir)
+	if err != nil || p == nil || p.Version != 5 || !p.Signed || len(notes) != 0 {
+		t.Fatalf("%+v %v %v", p, notes, err)
+	}
+	if f.log.Last().Seq != before {
+		t.Fatal("Load wrote to the audit log")
+	}
+	// A tampered cache is passed over, with the reason, for the file.
+	cache := filepath.Join(f.dir, "policy", cacheDoc)
+	data, _ := os.ReadFile(cache)
+	os.WriteFile(cache, []byte(strings.Replace(string(data), "ask", "allow", 1)), 0o600)
+	local := filepath.Join(f.dir, "local.policy")
+	os.WriteFile(local, []byte("dcagent-policy 1\nversion 1\nall remote:ssh deny\n"), 0o600)
+	f.cfg.File = local
+	p, notes, err = Load(f.cfg, f.dir)
+	if err != nil || p.Source != "file "+local || len(notes) != 1 || !strings.Contains(notes[0], "signature does not verify") {
+		t.Fatalf("%+v %v %v", p, notes, err)
+	}
+	f.cfg.File = ""
+	if p, _, err := Load(f.cfg, f.dir); p != nil || err != nil {
+		t.Fatalf("no source: %+v %v", p, err)
+	}
+}
