@@ -185,6 +185,8 @@ type Client struct {
 	teleResend    bool // new session or channel: send it in full once
 	backoff       backoff
 	reconnect     *netEvent // a change not yet followed by a reply
+	settleFrom    time.Time // the last change
+	settleTries   int
 	lastRejectLog time.Time
 
 	mu     sync.Mutex
@@ -341,6 +343,12 @@ func (c *Client) setStatus(f func(s *Status)) {
 // reply may never come to the old address, so the agent sends again.
 var errNetChanged = errors.New("heartbeat: network changed")
 
+// sendError: the heartbeat could not even leave the device.
+type sendError struct{ err error }
+
+func (e *sendError) Error() string { return "heartbeat: dtls send: " + e.err.Error() }
+func (e *sendError) Unwrap() error { return e.err }
+
 // errNoReply: a try went unanswered for ReplyTimeout.
 var errNoReply = errors.New("heartbeat: no reply")
 
@@ -405,11 +413,9 @@ func (c *Client) networkChanged() {
 	ev := c.netLast
 	c.netMu.Unlock()
 	c.log.Debug("heartbeat: network changed", "reason", ev.reason)
-	if c.reconnect == nil {
-		c.reconnect = &ev
-	} else {
-		c.reconnect.reason = ev.reason
-	}
+	// Measured from the last change: the one that made the path usable.
+	c.reconnect = &ev
+	c.settleFrom, c.settleTries = ev.at, 0
 	if c.dtls != nil {
 		if err := c.dtls.sock.rebind(); err != nil {
 			c.log.Debug("heartbeat: moving the udp socket failed; new session", "err", err)
@@ -501,6 +507,16 @@ func (c *Client) dtlsRound(ctx context.Context, next time.Time) time.Time {
 		return time.Now()
 	}
 	c.failed(ChannelDTLS, err)
+	if d, ok := c.settling(); ok {
+		return time.Now().Add(d)
+	}
+	var se *sendError
+	if errors.As(err, &se) {
+		// Nothing left the device (no address, no route): the session is
+		// not at fault and HTTPS would fare no better. Wait for the
+		// network; a change ends the wait.
+		return time.Now().Add(c.backoff.next())
+	}
 	c.udpFailures++
 	if c.udpFailures >= max(2, c.cfg.UDPTries-1) {
 		// Silent tries on a session: the backend may have lost it (a
@@ -519,6 +535,23 @@ func (c *Client) dtlsRound(ctx context.Context, next time.Time) time.Time {
 	c.teleResend = true
 	c.probeAt = time.Now().Add(c.cfg.UDPProbeInterval)
 	return time.Now()
+}
+
+// settleWindow is how long after a network change failures are taken
+// as the network still settling (the route of a new address, duplicate
+// address detection, a DHCP lease): the agent retries after a short,
+// growing pause instead of counting them toward the fallback or the
+// back-off.
+const settleWindow = 2 * time.Second
+
+// settling returns the pause before the next try while the network
+// settles after a change.
+func (c *Client) settling() (time.Duration, bool) {
+	if c.reconnect == nil || time.Since(c.settleFrom) > settleWindow {
+		return 0, false
+	}
+	c.settleTries++
+	return min(25*time.Millisecond<<c.settleTries, 400*time.Millisecond), true
 }
 
 // nextBeat is when the next heartbeat is due after a successful one: at
@@ -561,7 +594,7 @@ func (c *Client) exchangeDTLS(ctx context.Context) error {
 		return err
 	}
 	if _, err := c.dtls.conn.Write(enc); err != nil {
-		return fmt.Errorf("heartbeat: dtls send: %w", err)
+		return &sendError{err}
 	}
 	c.dtlsTrack.add(s)
 	timer := time.NewTimer(c.cfg.ReplyTimeout)
@@ -813,6 +846,9 @@ type pollResult struct {
 func (c *Client) pollDone(s sent, res pollResult) time.Time {
 	if res.err != nil {
 		c.failed(ChannelHTTPS, res.err)
+		if d, ok := c.settling(); ok {
+			return time.Now().Add(d)
+		}
 		// Both channels failed: wait, then start over with DTLS.
 		if c.udpAddr != "" {
 			c.mode = ChannelDTLS

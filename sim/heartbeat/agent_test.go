@@ -409,7 +409,8 @@ func TestBackendRestartMakesNewSession(t *testing.T) {
 	if err := svc2.ServeUDP(conn); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "heard by the new service", func() bool { _, ok := svc2.Device("SYS-BOUNCE"); return ok })
+	waitFor(t, "heard by the new service", func() bool { info, ok := svc2.Device("SYS-BOUNCE"); return ok && info.Heartbeats > 0 })
+	waitFor(t, "agent answered again", func() bool { return a.Status().ConsecutiveFailures == 0 })
 	if st := a.Status(); st.Handshakes != 2 || st.Channel != hb.ChannelDTLS {
 		t.Fatalf("agent status %+v", st)
 	}
