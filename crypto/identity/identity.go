@@ -183,10 +183,7 @@ func (id *Identity) adopt(chain []*x509.Certificate) error {
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
 	}
-	// Checked at the certificate's own mid-life, not now: a clock far off
-	// is diagnosed separately, with its own words.
-	mid := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: id.roots, Intermediates: inter, CurrentTime: mid, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: id.roots, Intermediates: inter, CurrentTime: verifyTime(leaf, id.now()), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
 		return fmt.Errorf("identity: the stored certificate does not chain to the pinned vendor CA %s: %w", id.cfg.Backend.CAFile, err)
 	}
 	der := make([][]byte, len(chain))
@@ -203,6 +200,16 @@ func (id *Identity) adopt(chain []*x509.Certificate) error {
 	}
 	id.mu.Unlock()
 	return nil
+}
+
+// verifyTime is when to check a chain: now, or, when the clock puts now
+// outside the certificate's validity, its mid-life, so that a clock far
+// off is diagnosed on its own (CheckClock) and not as a bad chain.
+func verifyTime(leaf *x509.Certificate, now time.Time) time.Time {
+	if CheckClock(now, leaf) == nil {
+		return now
+	}
+	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) / 2)
 }
 
 // Current returns the current certificate. Its PrivateKey is the key

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dcagent/dcagent/agent/config"
 	"github.com/dcagent/dcagent/crypto/keystore"
+	_ "github.com/dcagent/dcagent/crypto/keystore/all"
 	"github.com/dcagent/dcagent/internal/testpki"
 )
 
@@ -172,5 +173,47 @@ func TestRenewTimeAndJitter(t *testing.T) {
 		if d := jitter(time.Second); d < 500*time.Millisecond || d > time.Second {
 			t.Fatalf("jitter(1s) = %v", d)
 		}
+	}
+}
+
+func TestInspect(t *testing.T) {
+	ca := testpki.NewCA(t, "vendor")
+	cfg, k := device(t, ca)
+	now := time.Now()
+	statusOf := func(fs []Finding) (string, string) {
+		worst, msgs := "ok", ""
+		for _, f := range fs {
+			if f.Status == "fail" || (f.Status == "warn" && worst == "ok") {
+				worst = f.Status
+			}
+			msgs += f.Status + ": " + f.Message + "\n"
+		}
+		return worst, msgs
+	}
+	if st, msgs := statusOf(Inspect(cfg, now)); st != "fail" || !strings.Contains(msgs, "not enrolled") || !strings.Contains(msgs, "development only") {
+		t.Fatalf("not enrolled:\n%s", msgs)
+	}
+	leaf := issue(t, ca, k.Public(), "SYS-1", now.Add(-time.Hour), now.Add(12*time.Hour))
+	SaveChain(cfg.Device.StateDir, []*x509.Certificate{leaf})
+	if st, msgs := statusOf(Inspect(cfg, now)); st != "warn" || !strings.Contains(msgs, "valid until") {
+		t.Fatalf("enrolled with a file key:\n%s", msgs)
+	}
+	if _, msgs := statusOf(Inspect(cfg, now.Add(10*time.Hour))); !strings.Contains(msgs, "renewal has been due") {
+		t.Errorf("renewal overdue:\n%s", msgs)
+	}
+	if st, msgs := statusOf(Inspect(cfg, now.AddDate(-2, 0, 0))); st != "fail" || !strings.Contains(msgs, "clock is wrong") {
+		t.Errorf("clock behind:\n%s", msgs)
+	}
+	cfg.Identity.KeyURI = "tpm:/dev/no-such-tpm"
+	if _, msgs := statusOf(Inspect(cfg, now)); !strings.Contains(msgs, "no TPM device at /dev/no-such-tpm") {
+		t.Errorf("no TPM:\n%s", msgs)
+	}
+	cfg.Identity.KeyURI = "vault:x"
+	if _, msgs := statusOf(Inspect(cfg, now)); !strings.Contains(msgs, "unknown key store scheme") {
+		t.Errorf("unknown scheme:\n%s", msgs)
+	}
+	cfg.Identity.KeyURI = ""
+	if _, msgs := statusOf(Inspect(cfg, now)); !strings.Contains(msgs, "no device key is configured") {
+		t.Errorf("no key URI:\n%s", msgs)
 	}
 }

@@ -165,6 +165,32 @@ func Register(scheme string, open Opener) {
 	registry.openers[scheme] = open
 }
 
+var missing = map[string]error{}
+
+// RegisterMissing registers a scheme this build knows but cannot serve
+// (pkcs11: without cgo): opening it fails with why, and Missing reports
+// why without opening anything.
+func RegisterMissing(scheme string, why error) {
+	Register(scheme, func(ctx context.Context, uri string, opts Options) (Store, error) { return nil, why })
+	registry.Lock()
+	missing[scheme] = why
+	registry.Unlock()
+}
+
+// Missing says why this build cannot serve a scheme: nil when it can,
+// ErrUnknownScheme when it does not know it at all.
+func Missing(scheme string) error {
+	registry.RLock()
+	defer registry.RUnlock()
+	if why, ok := missing[scheme]; ok {
+		return why
+	}
+	if _, ok := registry.openers[scheme]; !ok {
+		return ErrUnknownScheme
+	}
+	return nil
+}
+
 // Schemes lists the registered schemes, sorted.
 func Schemes() []string {
 	registry.RLock()

@@ -192,8 +192,8 @@ func TestClientAcceptsGoodServers(t *testing.T) {
 func TestServerRefusesWeakClients(t *testing.T) {
 	ca := testpki.NewCA(t, "vendor")
 	for name, cli := range map[string]*tls.Config{
-		"TLS 1.1":  {RootCAs: ca.Pool, ServerName: "localhost", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11},
-		"CBC only": {RootCAs: ca.Pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
+		"TLS 1.1":               {RootCAs: ca.Pool, ServerName: "localhost", MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11},
+		"CBC only":              {RootCAs: ca.Pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
 		"no client certificate": {RootCAs: ca.Pool, ServerName: "localhost"},
 	} {
 		addr, res := serve(t, Server(ca.Server(t), ca.Pool, true))
