@@ -2,10 +2,10 @@ package eventstore
 
 import (
 	"context"
-	"io"
-	"log"
 	"crypto/tls"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
