@@ -104,6 +104,17 @@ func (e Effect) String() string {
 // MarshalText writes the effect's name (for JSON).
 func (e Effect) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
 
+// UnmarshalText reads an effect's name.
+func (e *Effect) UnmarshalText(b []byte) error {
+	for i, n := range effectNames {
+		if string(b) == n {
+			*e = Effect(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("policy: %q is not allow, deny or ask", b)
+}
+
 // strictness orders effects at one level: deny beats ask beats allow.
 func (e Effect) strictness() int { return 2 - int(e) }
 
