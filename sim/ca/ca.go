@@ -5,7 +5,7 @@
 //
 // The backend composition mounts it like this:
 //
-//	ca, err := ca.Open(ca.Config{Dir: stateDir + "/ca", RequireTPM: true, TPMRootsFile: roots})
+//	ca, err := ca.Open(ca.Config{Dir: ca.DirIn(stateDir), RequireTPM: true, TPMRootsFile: roots})
 //	mux.Handle("/v1/enroll", ca.Handler())
 //	mux.Handle("/v1/renew", ca.Handler())
 //	mux.Handle("/v1/events/", ca.RequireDevice(eventsHandler)) // ca.DeviceID(r) inside
@@ -54,6 +54,11 @@ import (
 // Config.Lifetime says otherwise: short, so that renewal is exercised
 // and a lost device falls off by itself.
 const DefaultLifetime = 30 * 24 * time.Hour
+
+// DirIn is where the CA keeps its state inside a backend state
+// directory: both the backend and dcsim token use it, so that a token
+// made by one is seen by the other.
+func DirIn(backendState string) string { return filepath.Join(backendState, "ca") }
 
 // Config shapes the CA.
 type Config struct {
