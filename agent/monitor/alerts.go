@@ -64,9 +64,12 @@ func (b *bucket) take(now time.Time) bool {
 	if b.refilled.IsZero() {
 		b.tokens, b.refilled = float64(b.perHour), now
 	}
-	if el := now.Sub(b.refilled); el > 0 {
+	switch el := now.Sub(b.refilled); {
+	case el > 0:
 		b.tokens = math.Min(float64(b.perHour), b.tokens+el.Hours()*float64(b.perHour))
 		b.refilled = now
+	case el < 0:
+		b.refilled = now // the clock went back: refill from here on
 	}
 	if b.tokens < 1 {
 		return false
@@ -101,7 +104,10 @@ func (m *Monitor) change(now time.Time, key string, rank int, sev event.Severity
 
 // trySend sends a pending alert if the limits allow; the caller holds m.mu.
 func (m *Monitor) trySend(now time.Time, key string, t *tracked) {
-	waited := t.LastSent.IsZero() || now.Sub(t.LastSent) >= m.cfg.Monitor.AlertMinInterval
+	// A clock that went back (negative elapsed time) holds nothing: the
+	// interval would otherwise last until the clock caught up again.
+	el := now.Sub(t.LastSent)
+	waited := t.LastSent.IsZero() || el >= m.cfg.Monitor.AlertMinInterval || el < 0
 	escalation := t.sev > t.ReportedSev && !t.Flapping
 	if !escalation && !waited {
 		return
@@ -151,6 +157,9 @@ func (m *Monitor) nextHeld() time.Time {
 			continue
 		}
 		at := t.LastSent.Add(m.cfg.Monitor.AlertMinInterval)
+		if now := m.clock.Now(); t.LastSent.After(now) {
+			at = now
+		}
 		if next.IsZero() || at.Before(next) {
 			next = at
 		}

@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -308,4 +309,52 @@ func TestConfigValidation(t *testing.T) {
 		t.Error("no sink accepted")
 	}
 	_ = fmt.Sprint()
+}
+
+// TestClockWentBackAlerts: a clock set back does not hold alerts until it
+// catches up.
+func TestClockWentBackAlerts(t *testing.T) {
+	r := newRig(t, func(c *config.Config) { c.Monitor.AlertMinInterval = time.Hour })
+	r.hw.set(func(h *fakeHW) { h.sensors = []hal.Sensor{tempSensor(85)} })
+	r.sensorsAt(time.Minute)
+	r.sink.take()
+	r.clock.Advance(-365 * 24 * time.Hour)
+	r.hw.set(func(h *fakeHW) { h.sensors = []hal.Sensor{tempSensor(60)} })
+	r.sensorsAt(time.Minute)
+	if got := alerts(r.sink.take(), ""); len(got) != 1 || got[0].Payload["state"] != "cleared" {
+		t.Errorf("after the clock went back a year: %v", payloadStrings(got, "message"))
+	}
+}
+
+type blockingSink struct{ release chan struct{} }
+
+func (b *blockingSink) Put(*event.Event) error {
+	<-b.release
+	return nil
+}
+
+// TestSnapshotDoesNotWaitForSink: `dcagent status` answers while the
+// spool is slow to take an alert.
+func TestSnapshotDoesNotWaitForSink(t *testing.T) {
+	r := newRig(t, nil)
+	sink := &blockingSink{release: make(chan struct{})}
+	m, err := New(Options{Config: r.cfg, Sources: &Sources{Sensors: r.hw}, Sink: sink, Clock: r.clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.hw.set(func(h *fakeHW) { h.sensors = []hal.Sensor{tempSensor(90)} })
+	done := make(chan struct{})
+	go func() { m.pollSensors(context.Background()); close(done) }()
+	got := make(chan Status)
+	go func() { got <- m.Snapshot() }()
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Snapshot waited for the sink")
+	}
+	close(sink.release)
+	<-done
+	if st := m.Snapshot(); len(st.SensorAlarms) != 1 || st.Stats.AlertsSent != 1 {
+		t.Errorf("after the sink took the alert: %+v", st)
+	}
 }

@@ -240,7 +240,9 @@ func TestRunSchedules(t *testing.T) {
 	if n := len(health()); n != 1 {
 		t.Errorf("%d health reports on collect now", n)
 	}
-	if st := m.Snapshot(); st.Stats.HealthReports != 3 || st.LastHealthReport.IsZero() {
+	// The view is published just after the sink took the report.
+	waitFor(t, "three health reports in the status", func() bool { return m.Snapshot().Stats.HealthReports == 3 })
+	if st := m.Snapshot(); st.LastHealthReport.IsZero() {
 		t.Errorf("stats %+v", st.Stats)
 	}
 	if err := m.Run(context.Background()); err == nil {

@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dcagent/dcagent/agent/config"
@@ -75,6 +76,8 @@ type Monitor struct {
 	// pass made the first health report due).
 	wake    chan struct{}
 	running sync.Mutex // held by Run
+	// published is the view Snapshot returns, rebuilt after every poll.
+	published atomic.Pointer[Status]
 
 	mu           sync.Mutex
 	tracked      map[string]*tracked
@@ -160,6 +163,9 @@ func New(o Options) (*Monitor, error) {
 		sensorConds: map[string]sensorCond{}, readErrs: map[string]string{}, sinkErrs: map[string]string{},
 	}
 	m.loadState()
+	m.mu.Lock()
+	m.publishLocked()
+	m.mu.Unlock()
 	return m, nil
 }
 
@@ -184,6 +190,7 @@ func (m *Monitor) PollOnce(ctx context.Context) {
 	defer m.mu.Unlock()
 	m.flushHeld(m.clock.Now())
 	m.saveState()
+	m.publishLocked()
 }
 
 // Run watches until ctx ends, then writes the drive histories and the
@@ -229,6 +236,7 @@ func (m *Monitor) sensorLoop(ctx context.Context) {
 		m.flushHeld(now)
 		m.pruneTracked(now)
 		m.saveState()
+		m.publishLocked()
 		wake := next
 		if h := m.nextHeld(); !h.IsZero() && h.Before(wake) {
 			wake = h
@@ -331,6 +339,7 @@ func (m *Monitor) noteReadError(source string, err error) {
 		return
 	}
 	m.readErrs[source] = msg
+	m.publishLocked()
 	if msg == "" {
 		m.log.Info("monitor: source readable again", "source", source)
 		return

@@ -88,6 +88,7 @@ func (m *Monitor) pollSensors(ctx context.Context) {
 		})
 	}
 	m.saveState()
+	m.publishLocked()
 }
 
 func slotFaulty(s *hal.Slot) bool {
@@ -131,6 +132,7 @@ func (m *Monitor) pollSlots(ctx context.Context) {
 		})
 	}
 	m.saveState()
+	m.publishLocked()
 }
 
 func orUnknown(s string) string {
@@ -271,6 +273,7 @@ func (m *Monitor) pollDrives(ctx context.Context) {
 		})
 	}
 	m.saveState()
+	m.publishLocked()
 }
 
 // driveAlert says that a drive's risk changed.
@@ -371,6 +374,7 @@ func (m *Monitor) sendHealthReport(now time.Time) {
 	if err != nil {
 		m.noteSinkError("health report", err)
 		m.healthRetry = now.Add(m.cfg.HAL.SensorInterval)
+		m.publishLocked()
 		return
 	}
 	delete(m.sinkErrs, "health report")
@@ -378,4 +382,5 @@ func (m *Monitor) sendHealthReport(now time.Time) {
 	m.stats.HealthReports++
 	m.stateDirty = true
 	m.saveState()
+	m.publishLocked()
 }

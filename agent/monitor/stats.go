@@ -57,10 +57,18 @@ type SensorAlarm struct {
 	Message   string   `json:"message"`
 }
 
-// Snapshot returns the monitor's current view, for `dcagent status`.
+// Snapshot returns the monitor's current view, for `dcagent status`. It
+// never waits for the monitor (a slow sink or smartctl run): it returns the
+// view published at the end of the last poll. Treat it as read-only.
 func (m *Monitor) Snapshot() Status {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	if st := m.published.Load(); st != nil {
+		return *st
+	}
+	return Status{DrivesByRisk: map[string]int{}, SensorAlarms: []SensorAlarm{}, Drives: []DriveStatus{}}
+}
+
+// publishLocked builds the view Snapshot returns; the caller holds m.mu.
+func (m *Monitor) publishLocked() {
 	st := Status{
 		LastSensorRead: m.lastSensors, LastDriveRead: m.lastDrives, LastHealthReport: m.lastHealth,
 		DrivesByRisk: map[string]int{}, SensorAlarms: []SensorAlarm{}, Drives: []DriveStatus{},
@@ -102,5 +110,5 @@ func (m *Monitor) Snapshot() Status {
 			st.ReadErrors[k] = v
 		}
 	}
-	return st
+	m.published.Store(&st)
 }

@@ -217,11 +217,15 @@ func (p *Predictor) Assess(now time.Time, drives []DriveInput) Result {
 		seen[key] = true
 		ds := p.state(key, snap, now, &res)
 		ds.h.Add(snap, now)
-		ds.h.compact(now, keep, 1)
+		// A clock that went back (a device whose real-time clock reset)
+		// cannot reorder a history: Add kept the reading at the last
+		// sample's time, and the drive is judged as of that time.
+		at := ds.h.last().Time()
+		ds.h.compact(at, keep, 1)
 		if in.Enclosure != "" || in.Slot != "" {
 			p.noteSlot(in, key, &res)
 		}
-		ctxs[i] = evalContext{cfg: &p.cfg, h: ds.h, snap: snap, now: now}
+		ctxs[i] = evalContext{cfg: &p.cfg, h: ds.h, snap: snap, now: at}
 		res.Drives[i] = DriveResult{
 			Key: key, Serial: snap.Serial, Model: snap.Model, Firmware: snap.Firmware,
 			Protocol: snap.Protocol, CapacityBytes: snap.CapacityBytes, Source: snap.Source,

@@ -219,3 +219,21 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// TestClockWentBack: a device whose clock falls back to 1970 keeps its
+// history and judges drives as of the last good time.
+func TestClockWentBack(t *testing.T) {
+	p := memPredictor(t)
+	feed(p, t0, time.Hour, 48, func(int) []DriveInput { return one(ataDrive("CLK")) })
+	s := ataDrive("CLK")
+	s.Counters.PendingSectors = hal.U64(12)
+	r := p.Assess(time.Unix(0, 0), one(s))
+	wantLevel(t, r.Drives[0].Risk, LevelWarn)
+	hasReason(t, r.Drives[0].Risk, "pending sectors rose from 0 to 12 in 1 hour (ATA 197)")
+	if n := len(p.drives["CLK"].h.Samples); n != 48 {
+		t.Errorf("%d samples after the clock went back, want 48", n)
+	}
+	// Time moves on from the last good reading once the clock is right.
+	r = p.Assess(t0.Add(49*time.Hour), one(s))
+	hasReason(t, r.Drives[0].Risk, "pending sectors rose from 0 to 12")
+}
