@@ -328,8 +328,12 @@ func (c *evalContext) counterRule(fs *findings, r *counterRule) {
 			return
 		}
 		text := r.describe(cur)
-		if since, ok := c.unchangedSince(r.f); ok && !c.synthetic && c.now.Sub(since) >= 7*24*time.Hour {
-			text += ", unchanged for " + humanDuration(c.now.Sub(since))
+		if since, atLeast, ok := c.unchangedSince(r.f); ok && !c.synthetic && c.now.Sub(since) >= 7*24*time.Hour {
+			if atLeast {
+				text += ", unchanged for at least " + humanDuration(c.now.Sub(since))
+			} else {
+				text += ", unchanged for " + humanDuration(c.now.Sub(since))
+			}
 		}
 		fs.add(levelNow, "%s", text)
 		return
@@ -501,25 +505,34 @@ func (c *evalContext) risingDays(f field, window time.Duration) int {
 }
 
 // unchangedSince is the start of the run of readings with f's newest
-// value: the history's start when the value never changed.
-func (c *evalContext) unchangedSince(f field) (time.Time, bool) {
+// value. When the run reaches back to the oldest reading kept, the value
+// may be older still: atLeast is then true, unless the history never
+// dropped a reading (its oldest is where it began), when the run starts
+// at the history's start.
+func (c *evalContext) unchangedSince(f field) (since time.Time, atLeast, ok bool) {
 	n := len(c.h.Samples)
-	cur, ok := c.h.Samples[n-1].get(f)
-	if !ok {
-		return time.Time{}, false
+	cur, present := c.h.Samples[n-1].get(f)
+	if !present {
+		return time.Time{}, false, false
 	}
-	since := c.h.Samples[n-1].Time()
+	since = c.h.Samples[n-1].Time()
 	for i := n - 2; i >= 0; i-- {
 		v, ok := c.h.Samples[i].get(f)
 		if !ok || v != cur {
-			return since, true
+			return since, false, true
 		}
 		since = c.h.Samples[i].Time()
 	}
-	if !c.h.Started.IsZero() && c.h.Started.Before(since) {
-		since = c.h.Started
+	if c.h.Started.IsZero() || !c.h.Started.Before(since) {
+		return since, false, true
 	}
-	return since, true
+	// Thinning keeps the newest reading of a bucket, so the oldest kept
+	// reading can be a little younger than the history; only readings
+	// dropped for age (history_days) leave the value's past unknown.
+	if since.Sub(c.h.Started) <= 48*time.Hour {
+		return c.h.Started, false, true
+	}
+	return since, true, true
 }
 
 // cumulativeIn is how much a cumulative seconds field grew in the window.

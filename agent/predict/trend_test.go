@@ -23,17 +23,31 @@ func one(s hal.DriveSnapshot) []DriveInput { return []DriveInput{{Snapshot: s}} 
 // that appeared today is warn.
 func TestTrendOutweighsLevel(t *testing.T) {
 	twoYears := 2 * 365 * 24 * time.Hour
-	stable := memPredictor(t)
-	r := feed(stable, t0, 6*time.Hour, int(twoYears/(6*time.Hour))+1, func(int) []DriveInput {
-		s := ataDrive("OLD")
-		s.Counters.ReallocatedSectors = hal.U64(8)
-		return one(s)
-	})
-	old := r.Drives[0].Risk
+	stableFor := func(historyDays int) Risk {
+		cfg := defaultCfg()
+		cfg.HistoryDays = historyDays
+		p, err := New(cfg, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := feed(p, t0, 6*time.Hour, int(twoYears/(6*time.Hour))+1, func(int) []DriveInput {
+			s := ataDrive("OLD")
+			s.Counters.ReallocatedSectors = hal.U64(8)
+			return one(s)
+		})
+		return r.Drives[0].Risk
+	}
+	old := stableFor(800)
 	wantLevel(t, old, LevelWatch)
 	hasReason(t, old, "8 reallocated sectors (ATA 5), unchanged for 2 years")
+	// With the default year of history kept, the agent no longer knows
+	// the second year, and says so.
+	kept := stableFor(365)
+	wantLevel(t, kept, LevelWatch)
+	hasReason(t, kept, "8 reallocated sectors (ATA 5), unchanged for at least 12 months")
 
 	fresh := memPredictor(t)
+	var r Result
 	// Two years at zero, then 8 new ones in the last five hours.
 	n := int(twoYears/(time.Hour)) + 1
 	r = feed(fresh, t0, time.Hour, n, func(i int) []DriveInput {
