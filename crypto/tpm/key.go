@@ -314,6 +314,9 @@ func (k *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 				s.loadedGen = 0
 				continue
 			}
+			if errors.Is(err, tpm2.TPMRCLockout) {
+				return fmt.Errorf("tpm: sign: the TPM is in dictionary-attack lockout (too many wrong passwords or power losses while a protected key was in use); it recovers by itself after its recovery time, or the owner can reset it (tpm2_dictionarylockout --clear-lockout): %w", err)
+			}
 			if err != nil {
 				return fmt.Errorf("tpm: sign: %w", err)
 			}

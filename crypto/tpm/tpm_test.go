@@ -624,3 +624,37 @@ func BenchmarkSignTPM(b *testing.B) {
 		}
 	}
 }
+
+// TestNoLockoutAcrossRestarts: a DA-protected key is used, then the TPM
+// is power cycled, four times over. swtpm counts each stop without
+// TPM2_Shutdown after such a use as a dictionary-attack failure and
+// locks out at three; the helper's orderly stop keeps the count at zero.
+func TestNoLockoutAcrossRestarts(t *testing.T) {
+	sw := realparts.SWTPMForTest(t)
+	state := t.TempDir()
+	s := openTestStore(t, sw.URI("da"), state)
+	tmpl, _ := keyTemplate(keystore.ECCP256)
+	tmpl.ObjectAttributes.NoDA = false
+	if _, err := s.generate(context.Background(), tmpl); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	for i := 0; i < 4; i++ {
+		s, err := OpenStore(context.Background(), sw.URI("da"), keystore.Options{StateDir: state})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k, err := s.Signer(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := sha256.Sum256([]byte{byte(i)})
+		if _, err := k.Sign(rand.Reader, d[:], crypto.SHA256); err != nil {
+			t.Fatalf("cycle %d: %v", i, err)
+		}
+		s.Close()
+		if err := sw.Restart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
