@@ -188,9 +188,10 @@ func TestRunSchedules(t *testing.T) {
 		c.HAL.DriveInterval = 30 * time.Minute
 		c.Upload.HealthReportInterval = 24 * time.Hour
 	})
-	reads := 0
+	reads, driveReads := 0, 0
 	counting := &countingSensors{fakeHW: r.hw, n: &reads}
-	m, err := New(Options{Config: r.cfg, Sources: &Sources{Sensors: counting, Drives: r.hw, Slots: r.hw}, Sink: r.sink, Clock: r.clock,
+	countingD := &countingDrives{fakeHW: r.hw, mu: &counting.mu, n: &driveReads}
+	m, err := New(Options{Config: r.cfg, Sources: &Sources{Sensors: counting, Drives: countingD, Slots: r.hw}, Sink: r.sink, Clock: r.clock,
 		HealthExtra: func() map[string]any { return map[string]any{"agent_version": "test"} }})
 	if err != nil {
 		t.Fatal(err)
@@ -235,11 +236,26 @@ func TestRunSchedules(t *testing.T) {
 		return reads >= 24*60
 	})
 
+	waitFor(t, "the loops to wait", func() bool { return r.clock.waiting() >= 2 })
+	readsBefore := func() int {
+		counting.mu.Lock()
+		defer counting.mu.Unlock()
+		return driveReads
+	}()
+	if want := 1 + 24*2; readsBefore != want {
+		t.Errorf("%d drive passes in a day, want %d", readsBefore, want)
+	}
 	m.TriggerCollect()
 	waitFor(t, "the collect-now report", func() bool { return r.sink.count() > 0 })
 	if n := len(health()); n != 1 {
 		t.Errorf("%d health reports on collect now", n)
 	}
+	waitFor(t, "the loops to wait", func() bool { return r.clock.waiting() >= 2 })
+	counting.mu.Lock()
+	if driveReads != readsBefore+1 {
+		t.Errorf("collect now read the drives %d times, want once", driveReads-readsBefore)
+	}
+	counting.mu.Unlock()
 	// The view is published just after the sink took the report.
 	waitFor(t, "three health reports in the status", func() bool { return m.Snapshot().Stats.HealthReports == 3 })
 	if st := m.Snapshot(); st.LastHealthReport.IsZero() {
@@ -248,6 +264,19 @@ func TestRunSchedules(t *testing.T) {
 	if err := m.Run(context.Background()); err == nil {
 		t.Error("a second Run was allowed")
 	}
+}
+
+type countingDrives struct {
+	*fakeHW
+	mu *sync.Mutex
+	n  *int
+}
+
+func (c *countingDrives) ReadDrives(ctx context.Context) ([]hal.DriveSnapshot, error) {
+	c.mu.Lock()
+	*c.n++
+	c.mu.Unlock()
+	return c.fakeHW.ReadDrives(ctx)
 }
 
 type countingSensors struct {

@@ -279,11 +279,17 @@ func (m *Monitor) healthDueLocked(now time.Time) time.Time {
 	return due
 }
 
-// driveLoop reads drives every drive_interval and on "collect now".
+// driveLoop reads drives every drive_interval and on "collect now", which
+// also reads the sensors and sends a full health report; the regular
+// schedule then starts again from there.
 func (m *Monitor) driveLoop(ctx context.Context) {
+	poll := true
 	for {
-		m.pollSlots(ctx)
-		m.pollDrives(ctx)
+		if poll {
+			m.pollSlots(ctx)
+			m.pollDrives(ctx)
+		}
+		poll = true
 		t := m.clock.NewTimer(m.cfg.HAL.DriveInterval)
 		select {
 		case <-ctx.Done():
@@ -296,8 +302,7 @@ func (m *Monitor) driveLoop(ctx context.Context) {
 			m.pollSlots(ctx)
 			m.pollDrives(ctx)
 			m.sendHealthReport(m.clock.Now())
-			// The regular pass restarts from here.
-			continue
+			poll = false
 		}
 	}
 }
