@@ -184,7 +184,7 @@ func TestDriveReadFailureKeepsVerdicts(t *testing.T) {
 // now", and sensors read every sensor_interval.
 func TestRunSchedules(t *testing.T) {
 	r := newRig(t, func(c *config.Config) {
-		c.HAL.SensorInterval = time.Minute
+		c.HAL.SensorInterval = 10 * time.Minute
 		c.HAL.DriveInterval = 30 * time.Minute
 		c.Upload.HealthReportInterval = 24 * time.Hour
 	})
@@ -220,11 +220,11 @@ func TestRunSchedules(t *testing.T) {
 		t.Errorf("health report %v", p)
 	}
 
-	// Walk a day in one-minute steps; the loops must have parked on
+	// Walk a day in ten-minute steps; the loops must have parked on
 	// their timers before each step.
-	for i := 0; i < 24*60; i++ {
+	for i := 0; i < 24*6; i++ {
 		waitFor(t, "the loops to wait", func() bool { return r.clock.waiting() >= 2 })
-		r.clock.Advance(time.Minute)
+		r.clock.Advance(10 * time.Minute)
 	}
 	waitFor(t, "the daily health report", func() bool { return r.sink.count() > 0 })
 	if n := len(health()); n != 1 {
@@ -233,7 +233,7 @@ func TestRunSchedules(t *testing.T) {
 	waitFor(t, "the sensor reads", func() bool {
 		counting.mu.Lock()
 		defer counting.mu.Unlock()
-		return reads >= 24*60
+		return reads >= 24*6
 	})
 
 	waitFor(t, "the loops to wait", func() bool { return r.clock.waiting() >= 2 })
