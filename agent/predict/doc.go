@@ -73,10 +73,13 @@
 // Growth weighs more than level: a drive that has had 8 reallocated sectors
 // for two years is at watch, one whose count grew by 8 today is at warn.
 // Each drive's readings are kept per serial number in a small file (see
-// History and Store): delta-encoded samples, thinned with age (every
-// reading for two days, hourly for two weeks, six-hourly for three months,
-// daily after that) and capped at 64 KiB, written atomically so a crash
-// leaves the old or the new file. A drive replaced in a slot has a new
+// History and Store): delta-encoded samples, thinned with age (one per
+// ten minutes for two days, per three hours for two weeks, per twelve
+// hours for three months, per two days after that, each keeping the
+// newest counters, the highest temperature and the time spent above the
+// drive's limits) and capped at 64 KiB; a year of half-hourly readings is
+// about 480 samples and 3 to 5 KiB. Files are written atomically, so a
+// crash leaves the old or the new one. A drive replaced in a slot has a new
 // serial and so starts a new history; a file whose model, WWN or power-on
 // hours show that another drive now carries the same serial is started
 // afresh too.
