@@ -79,12 +79,13 @@ func TestCorpus(t *testing.T) {
 	}
 	dist := map[predict.Level]int{}
 	troubled := 0
-	var notOK []string
+	var notOK, bad []string
 	for _, d := range drives {
 		dist[d.risk.Level]++
-		bad, why := reportsTrouble(d.snap)
-		if bad {
+		reports, why := reportsTrouble(d.snap)
+		if reports {
 			troubled++
+			bad = append(bad, fmt.Sprintf("%-5s %s (%s): %s", d.risk.Level, d.path, why, firstReason(d.risk)))
 			if d.risk.Level < predict.LevelWarn {
 				t.Errorf("%s: the drive reports %s, yet its risk is %s (%q)", d.path, why, d.risk.Level, d.risk.Reasons)
 			}
@@ -96,7 +97,7 @@ func TestCorpus(t *testing.T) {
 	}
 	t.Logf("%d captures judged, %d files hold no drive report", len(drives), len(skipped))
 	t.Logf("level distribution: ok %d, watch %d, warn %d, fail %d", dist[predict.LevelOK], dist[predict.LevelWatch], dist[predict.LevelWarn], dist[predict.LevelFail])
-	t.Logf("%d captures report failing health or attributes, all at warn or fail", troubled)
+	t.Logf("%d captures report failing health or attributes, all at warn or fail:\n%s", troubled, strings.Join(bad, "\n"))
 	t.Logf("drives whose own verdict is not FAILED but which are not at ok (%d):\n%s", len(notOK), strings.Join(notOK, "\n"))
 	if troubled < 10 {
 		t.Errorf("only %d captures report trouble; PROVENANCE.md describes more failing drives", troubled)
@@ -107,6 +108,13 @@ func TestCorpus(t *testing.T) {
 	}
 	sort.Strings(names)
 	t.Logf("files without a drive report:\n%s", strings.Join(names, "\n"))
+}
+
+func firstReason(r predict.Risk) string {
+	if len(r.Reasons) == 0 {
+		return ""
+	}
+	return r.Reasons[0]
 }
 
 func firstLine(s string) string {
