@@ -74,7 +74,7 @@ func (ca *CA) verifyEvidence(ev *keystore.Evidence, csrPub crypto.PublicKey, qua
 		return nil, attErr("the EK certificate (issuer %q) is not from a known TPM maker: %v", ekCert.Issuer.String(), err)
 	}
 	// 2. The EK public area holds the certified key.
-	ekPub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ev.EKPublic)
+	ekPub, err := exact[tpm2.TPMTPublic](ev.EKPublic)
 	if err != nil {
 		return nil, attErr("EK public area: %v", err)
 	}
@@ -89,7 +89,7 @@ func (ca *CA) verifyEvidence(ev *keystore.Evidence, csrPub crypto.PublicKey, qua
 		return nil, attErr("the EK public area does not describe an endorsement key (restricted decryption, fixedTPM)")
 	}
 	// 3. The AK.
-	akPub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ev.AKPublic)
+	akPub, err := exact[tpm2.TPMTPublic](ev.AKPublic)
 	if err != nil {
 		return nil, attErr("AK public area: %v", err)
 	}
@@ -105,14 +105,14 @@ func (ca *CA) verifyEvidence(ev *keystore.Evidence, csrPub crypto.PublicKey, qua
 		return nil, attErr("AK name: %v", err)
 	}
 	// 4. The AK signed the certify structure.
-	sig, err := tpm2.Unmarshal[tpm2.TPMTSignature](ev.CertifySignature)
+	sig, err := exact[tpm2.TPMTSignature](ev.CertifySignature)
 	if err != nil {
 		return nil, attErr("certify signature: %v", err)
 	}
 	if err := verifyTPMSignature(akKey, sig, ev.CertifyInfo); err != nil {
 		return nil, attErr("the certify structure is not signed by the AK: %v", err)
 	}
-	attest, err := tpm2.Unmarshal[tpm2.TPMSAttest](ev.CertifyInfo)
+	attest, err := exact[tpm2.TPMSAttest](ev.CertifyInfo)
 	if err != nil {
 		return nil, attErr("certify structure: %v", err)
 	}
@@ -127,7 +127,7 @@ func (ca *CA) verifyEvidence(ev *keystore.Evidence, csrPub crypto.PublicKey, qua
 		return nil, attErr("certify structure: %v", err)
 	}
 	// 5. The certified key is the one described, made in the TPM.
-	keyPub, err := tpm2.Unmarshal[tpm2.TPMTPublic](ev.KeyPublic)
+	keyPub, err := exact[tpm2.TPMTPublic](ev.KeyPublic)
 	if err != nil {
 		return nil, attErr("device key public area: %v", err)
 	}
@@ -218,6 +218,23 @@ func tpmDigest(alg tpm2.TPMIAlgHash, data []byte) ([]byte, error) {
 		return s[:], nil
 	}
 	return nil, fmt.Errorf("hash algorithm %v not accepted", alg)
+}
+
+// exact parses a TPM structure that must fill data to the last byte:
+// go-tpm's Unmarshal ignores what follows, and evidence with bytes
+// nobody checked is refused.
+func exact[T tpm2.Marshallable, P interface {
+	*T
+	tpm2.Unmarshallable
+}](data []byte) (*T, error) {
+	v, err := tpm2.Unmarshal[T, P](data)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(tpm2.Marshal(*v), data) {
+		return nil, errors.New("trailing or non-canonical bytes")
+	}
+	return v, nil
 }
 
 func publicEqual(a, b crypto.PublicKey) bool {
