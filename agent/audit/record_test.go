@@ -56,7 +56,7 @@ func TestDecodeRecordRejects(t *testing.T) {
 		{"edited seq", edit(`"seq":7`, `"seq":8`), "does not match its hash", true},
 		{"no hash", edit(`,"hash":"`, `,"hash" :"`), "not an audit record", false},
 		{"upper hex", bytes.ToUpper(good), "not an audit record", false},
-		{"unknown member", edit(`"seq":7,`, `"seq":7,"x":1,`), "unknown field", false},
+		{"unknown member", edit(`"seq":7,`, `"seq":7,"x":1,`), "canonical form", false},
 		{"reordered", edit(`"seq":7,"time"`, `"time"`), "", false},
 		{"empty", []byte{}, "not an audit record", false},
 		{"not json", []byte(`{` + strings.Repeat("x", 80) + `,"hash":"` + strings.Repeat("0", 64) + `"}`), "malformed JSON", false},
