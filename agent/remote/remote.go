@@ -42,6 +42,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -272,6 +273,9 @@ func (m *Manager) remoteAccess(ctx context.Context, workID string, ra work.Remot
 	relayHost, _, err := net.SplitHostPort(ra.RelayAddr)
 	if err != nil || relayHost == "" {
 		return fail(fmt.Sprintf("relay address %q is not host:port", clipText(ra.RelayAddr)))
+	}
+	if hosts := m.opts.Config.RelayHosts; len(hosts) > 0 && !slices.Contains(hosts, relayHost) {
+		return fail(fmt.Sprintf("relay host %q is not one of [remote] relay_hosts", clipText(relayHost)))
 	}
 
 	out := m.opts.Policy.Authorize(ctx, policy.Request{

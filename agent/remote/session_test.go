@@ -132,11 +132,15 @@ func TestRefusedRequestsNeverConnect(t *testing.T) {
 			t.Errorf("%s: %+v, want %q", c.name, r, c.want)
 		}
 	}
+	f.m.opts.Config.RelayHosts = []string{"relay.example.net"}
+	if r := f.m.Handle(context.Background(), f.access("sess-other-relay", "echo")); r.OK || !strings.Contains(r.Detail, `relay host "127.0.0.1" is not one of [remote] relay_hosts`) {
+		t.Errorf("relay not allowed: %+v", r)
+	}
 	if n := f.relay.accepted.Load(); n != 0 {
 		t.Fatalf("the relay saw %d connections", n)
 	}
-	if n := len(f.records(t, audit.KindSessionFailed)); n != 3 {
-		t.Fatalf("%d session.failed records, want 3 (unknown service, id, relay)", n)
+	if n := len(f.records(t, audit.KindSessionFailed)); n != 4 {
+		t.Fatalf("%d session.failed records, want 4 (unknown service, id, relay address, relay host)", n)
 	}
 }
 
