@@ -67,6 +67,10 @@ type SyslogOptions struct {
 	AckTimeout time.Duration
 }
 
+// refusalWait is how long a new TLS 1.3 connection is watched for the
+// server's refusal of the client certificate.
+func (o SyslogOptions) refusalWait() time.Duration { return 500 * time.Millisecond }
+
 // SyslogStatus is the stream's state for `dcagent status`.
 type SyslogStatus struct {
 	Addr      string    `json:"addr"`
@@ -307,6 +311,23 @@ func (s *Syslog) dial(ctx context.Context) (net.Conn, *net.TCPConn, error) {
 	if err := tc.HandshakeContext(hctx); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("syslog server %s: TLS: %w", s.opts.Addr, err)
+	}
+	// In TLS 1.3 the server judges the client's certificate after the
+	// client has finished its handshake: a refusal arrives as an alert
+	// just after, while bytes written meanwhile would still be taken by
+	// the server's TCP and lost. Wait a moment for that alert before
+	// sending anything (a read that times out leaves the connection
+	// usable).
+	if tc.ConnectionState().Version == tls.VersionTLS13 {
+		tc.SetReadDeadline(time.Now().Add(s.opts.refusalWait()))
+		var b [1]byte
+		_, err := tc.Read(b[:])
+		var ne net.Error
+		if err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			c.Close()
+			return nil, nil, fmt.Errorf("syslog server %s refused the connection after the TLS handshake (is this device's certificate one it trusts?): %w", s.opts.Addr, err)
+		}
+		tc.SetReadDeadline(time.Time{})
 	}
 	return tc, raw, nil
 }

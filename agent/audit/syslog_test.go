@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dcagent/dcagent/agent/config"
 	"github.com/dcagent/dcagent/crypto/tlsconf"
 	"github.com/dcagent/dcagent/internal/realparts"
 	"github.com/dcagent/dcagent/internal/testpki"
@@ -197,6 +198,29 @@ func TestSyslogTLSWrongCA(t *testing.T) {
 	}
 }
 
+// The server refuses this device's certificate after the TLS 1.3
+// handshake: nothing counts as sent, and the status says why.
+func TestSyslogTLSClientCertRefused(t *testing.T) {
+	ca := testpki.NewCA(t, "customer syslog CA")
+	r := realparts.StartRsyslog(t, realparts.TLSFiles(t, ca))
+	stranger := testpki.NewCA(t, "vendor CA the customer does not trust").Device(t, "SYS-0001")
+	cfg, _ := tlsconf.Client(ca.Pool, &stranger, "localhost")
+	l := openLog(t, t.TempDir(), nil)
+	defer l.Close()
+	fill(t, l, 2)
+	s := startStream(t, l, SyslogOptions{Addr: r.TLSAddr, TLS: cfg})
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(s.Status().LastError, "refused the connection after the TLS handshake") {
+		if time.Now().After(deadline) {
+			t.Fatalf("status %+v", s.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := s.Status(); st.Sent != 0 || st.Pending != 3 {
+		t.Fatalf("status %+v: records counted as sent to a server that refused them", st)
+	}
+}
+
 func TestNewSyslogRejectsBadAddress(t *testing.T) {
 	l := openLog(t, t.TempDir(), nil)
 	defer l.Close()
@@ -283,4 +307,20 @@ func rechain(t *testing.T, lines [][]byte, i int) [][]byte {
 		prev = rec
 	}
 	return out
+}
+
+func TestNewSyslogFromConfig(t *testing.T) {
+	l := openLog(t, t.TempDir(), nil)
+	defer l.Close()
+	if s, err := NewSyslogFromConfig(l, config.Audit{}, "SYS", nil, nil); s != nil || err != nil {
+		t.Fatalf("no address: %v %v", s, err)
+	}
+	if _, err := NewSyslogFromConfig(l, config.Audit{SyslogAddr: "127.0.0.1:6514", SyslogTLS: true, SyslogCAFile: "/nonexistent.pem"}, "SYS", nil, nil); err == nil || !strings.Contains(err.Error(), "syslog_ca_file") {
+		t.Fatalf("missing CA: %v", err)
+	}
+	ca := testpki.NewCA(t, "c")
+	s, err := NewSyslogFromConfig(l, config.Audit{SyslogAddr: "127.0.0.1:6514", SyslogTLS: true, SyslogCAFile: ca.WriteCAFile(t, t.TempDir())}, "SYS", nil, nil)
+	if err != nil || s.opts.TLS == nil || s.opts.TLS.ServerName != "127.0.0.1" {
+		t.Fatalf("%v %+v", err, s)
+	}
 }
