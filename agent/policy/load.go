@@ -57,3 +57,9 @@ func Load(cfg config.Policy, stateDir string) (p *Policy, notes []string, err er
 	fp.Fetched = time.Now()
 	return fp, notes, nil
 }
+
+// DeviceFromConfig is the device as [device] describes it: type, model,
+// serial, and the labels that customer groups match.
+func DeviceFromConfig(d config.Device) Device {
+	return Device{Type: d.Type, Model: d.Model, Serial: d.Serial, Labels: d.Labels}
+}

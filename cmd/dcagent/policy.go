@@ -54,9 +54,7 @@ func runPolicy(env *cmdEnv, args []string) int {
 	return 2
 }
 
-func deviceOf(cfg *config.Config) policy.Device {
-	return policy.Device{Type: cfg.Device.Type, Model: cfg.Device.Model, Serial: cfg.Device.Serial, Labels: cfg.Device.Labels}
-}
+func deviceOf(cfg *config.Config) policy.Device { return policy.DeviceFromConfig(cfg.Device) }
 
 func runPolicyExplain(env *cmdEnv, args []string) int {
 	fs := env.newFlags("policy explain")
