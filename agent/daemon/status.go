@@ -1,0 +1,106 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"time"
+
+	"github.com/dcagent/dcagent/agent/audit"
+	"github.com/dcagent/dcagent/agent/connecthome"
+	"github.com/dcagent/dcagent/agent/heartbeat"
+	"github.com/dcagent/dcagent/agent/monitor"
+	"github.com/dcagent/dcagent/agent/policy"
+	"github.com/dcagent/dcagent/agent/remote"
+	"github.com/dcagent/dcagent/agent/spool"
+	"github.com/dcagent/dcagent/agent/status"
+	"github.com/dcagent/dcagent/crypto/identity"
+)
+
+// Status is what `dcagent status` shows: the daemon's own view of every
+// part, from cached values (answering never waits on the hardware or the
+// network).
+type Status struct {
+	Version  string    `json:"version"`
+	SystemID string    `json:"system_id"`
+	Started  time.Time `json:"started"`
+	Config   string    `json:"config"`
+
+	// Enrolled is false until `dcagent enroll` has stored a certificate;
+	// EnrollError then says why the identity could not be loaded.
+	Enrolled    bool             `json:"enrolled"`
+	EnrollError string           `json:"enroll_error,omitempty"`
+	Identity    *identity.Status `json:"identity,omitempty"`
+
+	Heartbeat *heartbeat.Status    `json:"heartbeat,omitempty"`
+	Upload    *connecthome.Status  `json:"upload,omitempty"`
+	Spool     spool.Stats          `json:"spool"`
+	Hardware  monitor.Status       `json:"hardware"`
+	Policy    policy.Status        `json:"policy"`
+	Pending   []policy.Pending     `json:"pending_approvals"`
+	Sessions  []remote.SessionInfo `json:"remote_sessions"`
+	Audit     AuditStatus          `json:"audit"`
+	Syslog    *audit.SyslogStatus  `json:"syslog,omitempty"`
+}
+
+// AuditStatus summarises the audit log without reading it whole.
+type AuditStatus struct {
+	Records  uint64 `json:"records"`
+	Anchored bool   `json:"anchored_in_tpm"`
+	// Recovered is the problem found at start, when the log had been
+	// tampered with or damaged and a new one was started.
+	Recovered string `json:"recovered,omitempty"`
+}
+
+func (d *daemon) collectStatus() Status {
+	st := Status{
+		Version:  d.opts.Version,
+		SystemID: d.cfg.Device.SystemID,
+		Started:  d.started,
+		Config:   d.cfg.Path,
+		Spool:    d.spool.Stats(),
+		Hardware: d.monitor.Snapshot(),
+		Policy:   d.policy.Status(),
+		Pending:  d.policy.Approvals().Pending(),
+	}
+	d.mu.Lock()
+	id, up, hb, rm := d.id, d.uploader, d.hb, d.remote
+	st.EnrollError = d.enrollErr
+	d.mu.Unlock()
+	if id != nil {
+		s := id.Status()
+		st.Enrolled, st.Identity = true, &s
+	}
+	if hb != nil {
+		s := hb.Status()
+		st.Heartbeat = &s
+	}
+	if up != nil {
+		s := up.Status()
+		st.Upload = &s
+	}
+	if rm != nil {
+		st.Sessions = rm.Sessions()
+	}
+	last := d.audit.Last()
+	st.Audit = AuditStatus{Records: last.Seq, Anchored: d.audit.Anchored()}
+	if t := d.audit.Recovered(); t != nil {
+		st.Audit.Recovered = t.Error()
+	}
+	if d.syslog != nil {
+		s := d.syslog.Status()
+		st.Syslog = &s
+	}
+	return st
+}
+
+func (d *daemon) statusHandler(ctx context.Context, peer status.Peer, params json.RawMessage) (any, error) {
+	return d.collectStatus(), nil
+}
+
+// healthExtra adds the agent's own state to every health report.
+func (d *daemon) healthExtra() map[string]any {
+	return map[string]any{
+		"agent_version":  d.opts.Version,
+		"uptime_seconds": int64(time.Since(d.started).Seconds()),
+	}
+}
