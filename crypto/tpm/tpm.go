@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,6 +221,10 @@ func (t *TPM) connectLocked() error {
 	// Behind /dev/tpmrm0 the list holds only this connection's own.
 	if err := flushAll(conn); err != nil {
 		_ = c.Close()
+		var ne net.Error
+		if t.isTCP && errors.As(err, &ne) && ne.Timeout() {
+			return fmt.Errorf("tpm: the TPM at %s accepted the connection but does not answer: swtpm serves one client at a time; is the dcagent daemon or another program using it? (%w)", t.where, err)
+		}
 		return fmt.Errorf("tpm: %s: %w", t.where, err)
 	}
 	if !t.haveInfo {
@@ -230,6 +235,9 @@ func (t *TPM) connectLocked() error {
 		}
 		t.info, t.haveInfo = info, true
 		t.log.Info("tpm: connected", "tpm", t.where, "info", info.String(), "nv_buffer_max", info.NVBufferMax)
+	}
+	if sc, ok := c.(*streamConn); ok {
+		sc.timeout = commandTimeout // it answers: from now on, allow for slow key generation
 	}
 	t.conn = conn
 	t.gen++

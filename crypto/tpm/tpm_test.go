@@ -658,3 +658,27 @@ func TestNoLockoutAcrossRestarts(t *testing.T) {
 		}
 	}
 }
+
+// TestBusyTPMSaysSo: swtpm serves one client at a time. A second process
+// opening it while the first holds it gets a clear answer after the probe
+// time, not a two-minute hang.
+func TestBusyTPMSaysSo(t *testing.T) {
+	old := probeTimeout
+	probeTimeout = time.Second
+	t.Cleanup(func() { probeTimeout = old })
+	sw := realparts.SWTPMForTest(t)
+	holder, err := net.Dial("tcp", sw.Addr()) // another program holding the TPM
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	start := time.Now()
+	_, err = OpenStore(context.Background(), sw.URI("device"), keystore.Options{StateDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "one client at a time") {
+		t.Fatalf("open a busy TPM: %v", err)
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Errorf("took %v", d)
+	}
+	holder.Close()
+}

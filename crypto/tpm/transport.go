@@ -57,19 +57,26 @@ func isTransportError(err error) bool {
 // as a 10-byte header that gives its size, then the rest. Reading by the
 // size, not by one Read, keeps a response that arrives in pieces whole.
 type streamConn struct {
-	c net.Conn
+	c       net.Conn
+	timeout time.Duration // per command; commandTimeout once the TPM answered
 }
+
+// probeTimeout bounds the first commands on a new TCP connection. swtpm
+// accepts a second client's connection and then answers nothing until
+// the first one leaves, so a TPM that says nothing for this long is
+// taken as busy rather than slow.
+var probeTimeout = 10 * time.Second
 
 func dialTCP(addr string) (*streamConn, error) {
 	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	return &streamConn{c: c}, nil
+	return &streamConn{c: c, timeout: probeTimeout}, nil
 }
 
 func (s *streamConn) Send(cmd []byte) ([]byte, error) {
-	_ = s.c.SetDeadline(time.Now().Add(commandTimeout))
+	_ = s.c.SetDeadline(time.Now().Add(s.timeout))
 	if _, err := s.c.Write(cmd); err != nil {
 		return nil, &transportError{err}
 	}
