@@ -56,7 +56,7 @@ type Upload struct {
 func (u *Upload) setDefaults() {
 	u.FailoverAfter = 4 * time.Hour
 	u.HealthReportInterval = 24 * time.Hour
-	u.BatchEvents = 256
+	u.BatchEvents = 1000
 	u.BatchBytes = 1 << 20
 	u.RetryMin = 2 * time.Second
 	u.RetryMax = 10 * time.Minute

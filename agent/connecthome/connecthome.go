@@ -57,7 +57,7 @@ type Channel interface {
 type Options struct {
 	// BackendURL is the HTTPS base URL of the backend.
 	BackendURL string
-	// BatchEvents and BatchBytes bound one request (defaults 256, 1 MiB).
+	// BatchEvents and BatchBytes bound one request (defaults 1000, 1 MiB).
 	BatchEvents int
 	BatchBytes  int64
 	// RetryMin and RetryMax bound the back-off (defaults 2s, 10m).
@@ -71,11 +71,15 @@ type Options struct {
 	Failover []Channel
 	// VendorKey is what failover events are encrypted to.
 	VendorKey *ecdh.PublicKey
+	// InFlight is how many batches may be on their way at once (default
+	// 2): while the backend syncs one batch to disk, the next is already
+	// travelling. Over HTTP/2 they share one connection.
+	InFlight int
 }
 
 func (o *Options) setDefaults() {
 	if o.BatchEvents <= 0 {
-		o.BatchEvents = 256
+		o.BatchEvents = 1000
 	}
 	if o.BatchBytes <= 0 {
 		o.BatchBytes = 1 << 20
@@ -91,6 +95,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 60 * time.Second
+	}
+	if o.InFlight <= 0 {
+		o.InFlight = 2
 	}
 }
 
@@ -123,6 +130,9 @@ type Uploader struct {
 
 	wake chan struct{}
 	bo   backoff
+	// connected is closed at the first answer from the backend.
+	connected     chan struct{}
+	connectedOnce sync.Once
 
 	mu sync.Mutex
 	st Status
@@ -164,16 +174,17 @@ func NewWithOptions(opts Options, sp Spool, tlsConfig *tls.Config, logger *slog.
 		Proxy:              nil,
 	}
 	u := &Uploader{
-		opts:   opts,
-		sp:     sp,
-		tlsCfg: tlsConfig,
-		client: &http.Client{Transport: tr, Timeout: opts.RequestTimeout},
-		base:   base,
-		log:    logger.With("part", "connecthome"),
-		wake:   make(chan struct{}, 1),
-		bo:     backoff{min: opts.RetryMin, max: opts.RetryMax},
-		st:     Status{Sent: map[string]int64{}},
-		now:    time.Now,
+		opts:      opts,
+		sp:        sp,
+		tlsCfg:    tlsConfig,
+		client:    &http.Client{Transport: tr, Timeout: opts.RequestTimeout},
+		base:      base,
+		log:       logger.With("part", "connecthome"),
+		wake:      make(chan struct{}, 1),
+		connected: make(chan struct{}),
+		bo:        backoff{min: opts.RetryMin, max: opts.RetryMax},
+		st:        Status{Sent: map[string]int64{}},
+		now:       time.Now,
 	}
 	return u, nil
 }
@@ -210,6 +221,37 @@ func (u *Uploader) Status() Status {
 // not delivered go back to the spool.
 func (u *Uploader) Run(ctx context.Context) error {
 	defer u.client.CloseIdleConnections()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, u.opts.InFlight)
+	for i := 0; i < u.opts.InFlight; i++ {
+		go func(i int) {
+			if i > 0 {
+				// The extra workers wait for the first answer, so that
+				// they find the connection (HTTP/2) already open instead
+				// of each dialling one.
+				select {
+				case <-u.connected:
+				case <-ctx.Done():
+					errs <- nil
+					return
+				}
+			}
+			errs <- u.worker(ctx)
+		}(i)
+	}
+	var first error
+	for i := 0; i < u.opts.InFlight; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// worker leases and delivers batches one after the other.
+func (u *Uploader) worker(ctx context.Context) error {
 	for {
 		recs, err := u.sp.Lease(ctx, u.opts.BatchEvents, u.opts.BatchBytes)
 		if err != nil {
@@ -349,6 +391,7 @@ func (u *Uploader) succeeded(channel string, n int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if channel == "https" {
+		u.connectedOnce.Do(func() { close(u.connected) })
 		if !u.st.FailingSince.IsZero() {
 			u.log.Info("connecthome: main channel works again", "down_for", u.now().Sub(u.st.FailingSince).Round(time.Second))
 		}

@@ -155,8 +155,9 @@ func (w *world) mainChannelReturns(t *testing.T, failoverName string) {
 	if r, _ := w.store.Get(again.ID); r.Channel != failoverName {
 		t.Fatalf("re-sent event was stored again: %+v", r)
 	}
+	waitFor(t, "the uploader to see the main channel work", func() bool { return w.up.Status().FailingSince.IsZero() })
 	st := w.up.Status()
-	if !st.FailingSince.IsZero() || st.Channel != "https" || st.InFailover {
+	if st.Channel != "https" || st.InFailover {
 		t.Fatalf("after the backend returned: %+v", st)
 	}
 }
