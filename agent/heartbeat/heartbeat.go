@@ -193,6 +193,10 @@ type Client struct {
 	status Status
 }
 
+// lastSeq is the highest sequence number any Client of this process
+// sent.
+var lastSeq atomic.Uint64
+
 type netEvent struct {
 	at     time.Time
 	reason string
@@ -234,7 +238,6 @@ func New(opts Options) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("part", "heartbeat")
 	be := opts.Config.Backend
 	c := &Client{
 		opts: opts, cfg: cfg, log: log, systemID: systemID, notAfter: leaf.NotAfter,
@@ -316,8 +319,10 @@ func New(opts Options) (*Client, error) {
 	c.dtlsTrack = newTracker(systemID)
 	c.httpsTrack = newTracker(systemID)
 	// The sequence number starts at the Unix time, so it keeps growing
-	// across restarts without being stored (see Heartbeat.Seq).
-	c.seq = uint64(time.Now().Unix())
+	// across restarts without being stored (see Heartbeat.Seq), and
+	// never below what an earlier Client of this process sent (the
+	// daemon makes a new one when its certificate is renewed).
+	c.seq = max(uint64(time.Now().Unix()), lastSeq.Load())
 	return c, nil
 }
 
@@ -702,6 +707,12 @@ func (c *Client) runWork(ctx context.Context, it work.Item) (res work.Result) {
 // newHeartbeat makes the next heartbeat with what waits to be sent.
 func (c *Client) newHeartbeat(wait uint32) (*Heartbeat, sent) {
 	c.seq++
+	for {
+		cur := lastSeq.Load()
+		if cur >= c.seq || lastSeq.CompareAndSwap(cur, c.seq) {
+			break
+		}
+	}
 	h := &Heartbeat{Seq: c.seq, Nonce: make([]byte, NonceSize), Wait: wait}
 	rand.Read(h.Nonce)
 	var t Telemetry

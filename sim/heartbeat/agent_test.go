@@ -415,3 +415,31 @@ func TestBackendRestartMakesNewSession(t *testing.T) {
 		t.Fatalf("agent status %+v", st)
 	}
 }
+
+// TestBigWorkTravelsOverHTTPS queues an item too big for a datagram: the
+// DTLS reply announces it, the agent fetches it over HTTPS at once and
+// stays on DTLS.
+func TestBigWorkTravelsOverHTTPS(t *testing.T) {
+	b := newBackend(t, Options{})
+	var h countingHandler
+	a := startAgent(t, b, "SYS-BIGWORK", agentConfig(b.addr.String(), b.https.URL), hb.Options{Work: h.run})
+	waitFor(t, "agent on dtls", func() bool { return a.Status().Channel == hb.ChannelDTLS })
+	body := bytes.Repeat([]byte{0xa5}, 5000)
+	if err := b.svc.Enqueue("SYS-BIGWORK", work.Item{ID: "big-file", Kind: work.KindFilePut, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := b.svc.WaitResult(ctx, "SYS-BIGWORK", "big-file"); err != nil {
+		t.Fatal(err)
+	}
+	if h.count("big-file") != 1 {
+		t.Fatalf("ran %d times", h.count("big-file"))
+	}
+	if st := b.svc.Stats(); st.HTTPSHeartbeats == 0 {
+		t.Fatalf("no https exchange: %+v", st)
+	}
+	if a.Status().Channel != hb.ChannelDTLS {
+		t.Fatalf("agent left dtls: %+v", a.Status())
+	}
+}
