@@ -44,7 +44,7 @@ import (
 type Info struct {
 	Manufacturer string // TPM_PT_MANUFACTURER as 4 ASCII characters, e.g. "IBM ", "IFX ", "STM "
 	Vendor       string // TPM_PT_VENDOR_STRING_1..4
-	Firmware     string // TPM_PT_FIRMWARE_VERSION_1.2 as major.minor.patch.build
+	Firmware     string // TPM_PT_FIRMWARE_VERSION_1 and _2 in hex; their meaning is the vendor's
 	NVBufferMax  int    // TPM_PT_NV_BUFFER_MAX: the most one NV read or write may carry
 	InputBuffer  int    // TPM_PT_INPUT_BUFFER: the most a sized buffer parameter may carry
 	MaxDigest    int    // TPM_PT_MAX_DIGEST
@@ -319,7 +319,7 @@ func readInfo(tp transport.TPM) (Info, error) {
 	info := Info{
 		Manufacturer: ascii(props[tpm2.TPMPTManufacturer]),
 		Vendor:       vendor.String(),
-		Firmware:     fmt.Sprintf("%d.%d.%d.%d", fw1>>16, fw1&0xffff, fw2>>16, fw2&0xffff),
+		Firmware:     fmt.Sprintf("%08x.%08x", fw1, fw2), // vendor-specific: shown raw
 		NVBufferMax:  int(props[tpm2.TPMPTNVBufferMax]),
 		InputBuffer:  int(props[tpm2.TPMPTInputBuffer]),
 		MaxDigest:    int(props[tpm2.TPMPTMaxDigest]),
