@@ -1,6 +1,10 @@
 package spool
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,4 +60,32 @@ func BenchmarkPutConcurrent(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 	st := s.Stats()
 	b.ReportMetric(float64(st.Put)/float64(st.Commits), "events/commit")
+}
+
+// BenchmarkFloorFilePerEvent is the same disk work as one durable Put with
+// bare system calls (create, write, fdatasync, rename, fsync of the
+// directory) and nothing else: the ceiling that the file-per-commit
+// protocol allows on this filesystem, to read BenchmarkPutOneByOne against.
+func BenchmarkFloorFilePerEvent(b *testing.B) {
+	dir := b.TempDir()
+	body := make([]byte, 330)
+	d, err := os.Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		tmp := filepath.Join(dir, fmt.Sprintf(".tmp-%d", i))
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.Write(body)
+		syscall.Fdatasync(int(f.Fd()))
+		f.Close()
+		os.Rename(tmp, filepath.Join(dir, fmt.Sprintf("%d.spl", i)))
+		d.Sync()
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 }

@@ -535,3 +535,28 @@ func FuzzSpoolDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	s, _ := open(t, dir, Limits{})
+	for i := 0; i < 3; i++ {
+		put(t, s, ev(event.SeverityWarning, fmt.Sprint(i)))
+	}
+	s.Close()
+	r, err := Inspect(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Events != 3 || r.Files != 3 || !r.Writable || r.Problem != "" || r.Damaged != 0 {
+		t.Fatalf("report %+v", r)
+	}
+	os.WriteFile(filepath.Join(dir, idSeq.New()+fileSuffix), []byte("junk"), 0o600)
+	r, _ = Inspect(dir)
+	if r.Damaged != 1 || !strings.Contains(r.Problem, "damaged") {
+		t.Fatalf("report %+v", r)
+	}
+	r, _ = Inspect(filepath.Join(dir, "nope"))
+	if !strings.Contains(r.Problem, "does not exist") {
+		t.Fatalf("report %+v", r)
+	}
+}
