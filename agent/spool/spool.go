@@ -311,48 +311,54 @@ func (s *Spool) quarantine(name, reason string, salvage []rawRecord) {
 	qdir := filepath.Join(s.dir, quarantineDir)
 	src := filepath.Join(s.dir, name)
 	dst := filepath.Join(qdir, strings.TrimPrefix(name, tmpPrefix))
-	if err := os.MkdirAll(qdir, 0o700); err == nil {
-		err = os.Rename(src, dst)
-		if err == nil {
-			note := fmt.Sprintf("file: %s\nquarantined: %s\nreason: %s\nintact events spooled again: %d\n",
-				name, time.Now().UTC().Format(time.RFC3339), reason, len(salvage))
-			_ = os.WriteFile(dst+".reason", []byte(note), 0o600)
-			_ = s.syncDir()
-		}
-		if err != nil {
-			s.log.Error("spool: cannot quarantine damaged file; it is left in place and skipped", "file", name, "reason", reason, "err", err)
-			return
-		}
-	} else {
+	if err := os.MkdirAll(qdir, 0o700); err != nil {
 		s.log.Error("spool: cannot create quarantine folder; damaged file left in place and skipped", "file", name, "reason", reason, "err", err)
 		return
 	}
-	s.st.Quarantined++
-	s.log.Warn("spool: quarantined damaged file", "file", name, "to", dst, "reason", reason, "salvaged", len(salvage))
-	if len(salvage) == 0 {
+	// Spool the intact events again first (the usual durable path), then
+	// move the damaged file: a crash in between leaves the damaged file in
+	// place to be looked at again, and the copies are recognised by id.
+	saved := s.respool(name, salvage)
+	if err := os.Rename(src, dst); err != nil {
+		s.log.Error("spool: cannot quarantine damaged file; it is left in place and skipped", "file", name, "reason", reason, "err", err)
 		return
 	}
-	// Write the intact events into a fresh file (the usual durable path).
+	note := fmt.Sprintf("file: %s\nquarantined: %s\nreason: %s\nintact events spooled again: %d of %d found before the damage\n",
+		name, time.Now().UTC().Format(time.RFC3339), reason, saved, len(salvage))
+	_ = os.WriteFile(dst+".reason", []byte(note), 0o600)
+	_ = s.syncDir()
+	s.st.Quarantined++
+	s.log.Warn("spool: quarantined damaged file", "file", name, "to", dst, "reason", reason, "salvaged", saved)
+}
+
+// respool writes intact events from a damaged file into a fresh file and
+// returns how many are spooled (already spooled ones count).
+func (s *Spool) respool(name string, salvage []rawRecord) int {
 	var fresh []rawRecord
+	have := 0
 	for _, rr := range salvage {
-		if _, dup := s.byID[rr.id]; !dup {
+		if _, dup := s.byID[rr.id]; dup {
+			have++
+		} else {
 			fresh = append(fresh, rr)
 		}
 	}
 	if len(fresh) == 0 {
-		return
+		return have
 	}
 	reqs := make([]*putReq, len(fresh))
 	for i, rr := range fresh {
 		reqs[i] = &putReq{id: rr.id, sev: rr.sev, body: append([]byte(nil), rr.body...)}
 	}
-	if f, err := s.writeFile(reqs); err != nil {
-		s.log.Error("spool: cannot spool intact events of damaged file again; they stay in quarantine", "file", name, "err", err)
-	} else {
-		s.addFileLocked(f, reqs)
-		s.st.Commits-- // not a Put
-		s.st.Put -= int64(len(reqs))
+	f, err := s.writeFile(reqs)
+	if err != nil {
+		s.log.Error("spool: cannot spool intact events of damaged file again; they stay in quarantine with it", "file", name, "err", err)
+		return have
 	}
+	s.addFileLocked(f, reqs)
+	s.st.Commits-- // not a Put
+	s.st.Put -= int64(len(reqs))
+	return have + len(reqs)
 }
 
 // Put spools e durably. It fills in a missing id, creation time and system
