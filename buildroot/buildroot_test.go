@@ -102,6 +102,9 @@ func TestBuildMatchesMakefile(t *testing.T) {
 	if got := makeVar(t, mk, "DCAGENT_LDFLAGS"); got != wantLD {
 		t.Errorf("DCAGENT_LDFLAGS = %q, the Makefile's device build uses %q", got, wantLD)
 	}
+	if strings.Contains(dev, "-gcflags=all=-l") != strings.Contains(mk, "DCAGENT_BUILD_OPTS = -gcflags=all=-l") {
+		t.Error("the Makefile's device build and the package disagree on -gcflags=all=-l")
+	}
 	if !strings.Contains(dev, "-trimpath") {
 		t.Error("the Makefile's device build lost -trimpath (Buildroot's golang-package adds it)")
 	}

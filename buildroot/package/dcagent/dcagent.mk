@@ -20,6 +20,8 @@ DCAGENT_BUILD_TARGETS = cmd/dcagent
 # buildroot/ checks it): stripped, version stamped; the golang-package
 # infrastructure adds -trimpath itself.
 DCAGENT_LDFLAGS = -s -w -X main.version=$(DCAGENT_VERSION)
+# Inlining off: 12% smaller, see the Makefile.
+DCAGENT_BUILD_OPTS = -gcflags=all=-l
 
 ifeq ($(BR2_PACKAGE_DCAGENT_PKCS11),y)
 DCAGENT_GO_ENV = CGO_ENABLED=1
