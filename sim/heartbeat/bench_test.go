@@ -224,6 +224,44 @@ func BenchmarkSessionTable(b *testing.B) {
 	}
 }
 
+// BenchmarkSessionTable64 is BenchmarkSessionTable's lookups with
+// uint64 keys, for comparison with REAL-PARTS.md's figures.
+func BenchmarkSessionTable64(b *testing.B) {
+	const n = 10000
+	keys := make([]uint64, n)
+	for i := range keys {
+		keys[i] = rand.Uint64()
+	}
+	b.Run("get/hashmap", func(b *testing.B) {
+		m := hashmap.New[uint64, *session]()
+		for _, k := range keys {
+			m.Set(k, &session{})
+		}
+		b.RunParallel(func(pb *testing.PB) {
+			r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for pb.Next() {
+				if _, ok := m.Get(keys[r.IntN(n)]); !ok {
+					b.Error("missing")
+				}
+			}
+		})
+	})
+	b.Run("get/sync.Map", func(b *testing.B) {
+		var m sync.Map
+		for _, k := range keys {
+			m.Store(k, &session{})
+		}
+		b.RunParallel(func(pb *testing.PB) {
+			r := rand.New(rand.NewPCG(rand.Uint64(), 1))
+			for pb.Next() {
+				if _, ok := m.Load(keys[r.IntN(n)]); !ok {
+					b.Error("missing")
+				}
+			}
+		})
+	})
+}
+
 type hmTable struct {
 	m *hashmap.Map[uint32, *session]
 }

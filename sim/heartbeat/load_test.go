@@ -211,7 +211,7 @@ func loadgenMain(path string) int {
 	}
 	type slot struct {
 		mu   sync.Mutex
-		ring [4]outstanding
+		ring [16]outstanding
 		n    int
 	}
 	slots := make([]slot, len(live))
@@ -371,10 +371,16 @@ type loadTarget struct {
 
 func serviceTarget(b *testing.B) *loadTarget {
 	f := newFixture(b, Options{SessionIdle: time.Hour, MaxPendingHandshakes: 1024})
-	var before Stats
+	var before *Stats
 	return &loadTarget{
 		addr: f.addr.String(), ca: f.ca,
-		answered: func() int64 { before = f.svc.Stats(); return before.DTLSHeartbeats },
+		answered: func() int64 {
+			st := f.svc.Stats()
+			if before == nil {
+				before = &st
+			}
+			return st.DTLSHeartbeats
+		},
 		settled:  func() bool { return f.svc.Stats().PendingHandshakes == 0 },
 		report: func(b *testing.B, secs float64) {
 			after := f.svc.Stats()
