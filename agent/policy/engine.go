@@ -6,11 +6,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/dcagent/dcagent/internal/httpc"
 	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -58,7 +57,7 @@ type Engine struct {
 	opts      Options
 	logger    *slog.Logger
 	key       crypto.PublicKey
-	client    *http.Client
+	client    *httpc.Client
 	cacheDir  string
 	approvals *Approvals
 
@@ -113,7 +112,7 @@ func New(opts Options) (*Engine, error) {
 	return e, nil
 }
 
-func managerClient(c config.Policy, cfg *tls.Config) (*http.Client, error) {
+func managerClient(c config.Policy, cfg *tls.Config) (*httpc.Client, error) {
 	u, err := url.Parse(c.ManagerURL)
 	if err != nil || u.Scheme != "https" {
 		return nil, fmt.Errorf("policy: manager_url %q is not an https:// URL", c.ManagerURL)
@@ -130,14 +129,14 @@ func managerClient(c config.Policy, cfg *tls.Config) (*http.Client, error) {
 	}
 	// No proxy from the environment and no system roots: only the pinned
 	// CA, straight to the manager.
-	tr := &http.Transport{
-		TLSClientConfig:     cfg,
-		DialContext:         (&net.Dialer{Timeout: 15 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 15 * time.Second,
-		MaxIdleConns:        1,
-		IdleConnTimeout:     time.Minute,
-	}
-	return &http.Client{Transport: tr, Timeout: 60 * time.Second}, nil
+	return &httpc.Client{
+		TLSConfig:      cfg,
+		DialContext:    (&net.Dialer{Timeout: 15 * time.Second}).DialContext,
+		Timeout:        60 * time.Second,
+		MaxBodyBytes:   MaxDocumentBytes + 1,
+		MaxIdlePerHost: 1,
+		IdleTimeout:    time.Minute,
+	}, nil
 }
 
 func (e *Engine) loadInitial() error {
@@ -318,7 +317,7 @@ func (e *Engine) SyncNow(ctx context.Context) error {
 		return errors.New("policy: no policy manager configured")
 	}
 	url := e.opts.Config.ManagerURL
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := httpc.NewRequest("GET", url, nil)
 	if err != nil {
 		return fmt.Errorf("policy: %w", err)
 	}
@@ -330,31 +329,30 @@ func (e *Engine) SyncNow(ctx context.Context) error {
 		req.Header.Set("If-None-Match", etag)
 	}
 	req.Header.Set("Accept", "text/plain")
-	resp, err := e.client.Do(req)
+	resp, err := e.client.Do(ctx, req)
+	if errors.Is(err, httpc.ErrBodyTooLarge) {
+		reason := fmt.Sprintf("the document is more than the %d bytes allowed", MaxDocumentBytes)
+		e.reject(nil, "manager "+url, reason)
+		return fmt.Errorf("policy: manager %s: %s", url, reason)
+	}
 	if err != nil {
 		e.setError(fmt.Sprintf("policy manager unreachable: %v", err))
 		return fmt.Errorf("policy: manager %s: %w", url, err)
 	}
-	defer resp.Body.Close()
 	now := time.Now()
 	switch resp.StatusCode {
-	case http.StatusNotModified:
+	case 304:
 		e.mu.Lock()
 		e.lastCheck, e.lastError = now, ""
 		e.mu.Unlock()
 		return nil
-	case http.StatusOK:
+	case 200:
 	default:
-		io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
 		msg := fmt.Sprintf("policy manager answered %s", resp.Status)
 		e.setError(msg)
 		return fmt.Errorf("policy: manager %s: %s", url, msg)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxDocumentBytes+1))
-	if err != nil {
-		e.setError(fmt.Sprintf("policy manager: reading the policy: %v", err))
-		return fmt.Errorf("policy: manager %s: %w", url, err)
-	}
+	data := resp.Body
 	e.mu.Lock()
 	e.lastCheck = now
 	e.mu.Unlock()

@@ -15,10 +15,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/dcagent/dcagent/internal/httpc"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"time"
@@ -48,7 +47,7 @@ func (e *ServerError) Error() string {
 // Retryable says whether the same request may succeed later: the backend
 // was overloaded or failing (5xx, 429), not refusing.
 func (e *ServerError) Retryable() bool {
-	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+	return e.Status >= 500 || e.Status == 429
 }
 
 // Backend is where and how to reach the vendor backend.
@@ -86,7 +85,7 @@ func (b *Backend) serverName() (string, error) {
 
 // client builds an HTTP client whose TLS comes from tlsconf; getCert,
 // when not nil, supplies the client certificate.
-func (b *Backend) client(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*http.Client, error) {
+func (b *Backend) client(getCert func(*tls.CertificateRequestInfo) (*tls.Certificate, error)) (*httpc.Client, error) {
 	name, err := b.serverName()
 	if err != nil {
 		return nil, err
@@ -100,38 +99,31 @@ func (b *Backend) client(getCert func(*tls.CertificateRequestInfo) (*tls.Certifi
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	return &http.Client{
-		Timeout: timeout,
-		Transport: &http.Transport{
-			TLSClientConfig:     cfg,
-			DialContext:         (&net.Dialer{Timeout: 15 * time.Second}).DialContext,
-			TLSHandshakeTimeout: 30 * time.Second,
-			ForceAttemptHTTP2:   true,
-		},
+	return &httpc.Client{
+		TLSConfig:    cfg,
+		Timeout:      timeout,
+		DialContext:  (&net.Dialer{Timeout: 15 * time.Second}).DialContext,
+		MaxBodyBytes: maxBody,
 	}, nil
 }
 
 // post sends one JSON request and decodes the answer.
-func (b *Backend) post(ctx context.Context, c *http.Client, path string, in any) (*Response, error) {
+func (b *Backend) post(ctx context.Context, c *httpc.Client, path string, in any) (*Response, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(b.URL, "/")+path, bytes.NewReader(body))
+	req, err := httpc.NewRequest("POST", strings.TrimRight(b.URL, "/")+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	rsp, err := c.Do(req)
+	rsp, err := c.Do(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("enroll: %s: %w", b.URL, err)
 	}
-	defer rsp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(rsp.Body, maxBody))
-	if err != nil {
-		return nil, fmt.Errorf("enroll: %s: reading the answer: %w", b.URL, err)
-	}
-	if rsp.StatusCode != http.StatusOK {
+	data := rsp.Body
+	if rsp.StatusCode != 200 {
 		se := &ServerError{Status: rsp.StatusCode, Peer: b.URL}
 		var eb ErrorBody
 		if json.Unmarshal(data, &eb) == nil && eb.Code != "" {
