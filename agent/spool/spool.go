@@ -43,12 +43,12 @@ import (
 // Limits bound the spool. Zero means the default.
 type Limits struct {
 	MaxBytes  int64 // bytes of spool files; default 64 MiB
-	MaxEvents int   // events; default 100000
+	MaxEvents int   // events; default 20000 (about 170 bytes of memory each)
 }
 
 const (
 	defaultMaxBytes  = 64 << 20
-	defaultMaxEvents = 100000
+	defaultMaxEvents = 20000
 	// A commit takes at most this many events or bytes, so that one huge
 	// burst does not make the first caller wait for all of it.
 	maxBatchEvents = 512
