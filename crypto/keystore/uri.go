@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 )
@@ -23,8 +22,51 @@ const DefaultKeyName = "device"
 // URI names no pin-source.
 const PINEnv = "DCAGENT_PKCS11_PIN"
 
-var keyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-var devicePathRE = regexp.MustCompile(`^/[A-Za-z0-9/._-]{1,255}$`)
+// The checks below are written out instead of using regexp, which would
+// cost the static agent about 150 KiB for four patterns.
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validKeyName: a letter or digit, then up to 63 of letters, digits, . _ -
+func validKeyName(s string) bool {
+	if len(s) < 1 || len(s) > 64 || !isAlnum(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validDevicePath: "/" then 1 to 255 of letters, digits, / . _ -
+func validDevicePath(s string) bool {
+	if len(s) < 2 || len(s) > 256 || s[0] != '/' {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '/' && c != '.' && c != '_' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// validEnvName: a letter or _, then letters, digits or _.
+func validEnvName(s string) bool {
+	if s == "" || !(s[0] == '_' || 'a' <= s[0] && s[0] <= 'z' || 'A' <= s[0] && s[0] <= 'Z') {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '_' {
+			return false
+		}
+	}
+	return true
+}
 
 // TPMURI is a parsed tpm: key URI:
 //
@@ -91,7 +133,7 @@ func ParseTPMURI(s string) (*TPMURI, error) {
 	default:
 		u.Device = hier
 	}
-	if u.Device != "" && !devicePathRE.MatchString(u.Device) {
+	if u.Device != "" && !validDevicePath(u.Device) {
 		return nil, fmt.Errorf("keystore: tpm: URI %q: device %q is not an absolute path of plain characters", s, u.Device)
 	}
 	if u.Device != "" && (filepath.Clean(u.Device) != u.Device || strings.Contains(u.Device, "..")) {
@@ -104,7 +146,7 @@ func ParseTPMURI(s string) (*TPMURI, error) {
 	for k, v := range attrs {
 		switch k {
 		case "key":
-			if !keyNameRE.MatchString(v) {
+			if !validKeyName(v) {
 				return nil, fmt.Errorf("keystore: tpm: URI %q: key name %q must be 1-64 of A-Z a-z 0-9 . _ -", s, v)
 			}
 			u.Key = v
@@ -291,7 +333,7 @@ func normalizePINSource(v string) (string, error) {
 		return "file:" + p, nil
 	case strings.HasPrefix(v, "env:"):
 		name := strings.TrimPrefix(v, "env:")
-		if !regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`).MatchString(name) {
+		if !validEnvName(name) {
 			return "", fmt.Errorf("pin-source %q: %q is not an environment variable name", v, name)
 		}
 		return v, nil
@@ -514,10 +556,30 @@ func pctEncode(s string, query bool) string {
 	return b.String()
 }
 
-var pinValueRE = regexp.MustCompile(`(?i)(pin-value=)[^&;]*`)
-
-// redact hides a pin-value in a URI that is about to be shown.
-func redact(s string) string { return pinValueRE.ReplaceAllString(s, "${1}REDACTED") }
+// redact hides a pin-value in a URI that is about to be shown: every
+// "pin-value=" (any case) keeps its name and loses its value up to the
+// next & or ;.
+func redact(s string) string {
+	const key = "pin-value="
+	var b strings.Builder
+	lower := strings.ToLower(s)
+	i := 0
+	for {
+		j := strings.Index(lower[i:], key)
+		if j < 0 {
+			b.WriteString(s[i:])
+			return b.String()
+		}
+		start := i + j + len(key)
+		b.WriteString(s[i:start])
+		b.WriteString("REDACTED")
+		end := start
+		for end < len(s) && s[end] != '&' && s[end] != ';' {
+			end++
+		}
+		i = end
+	}
+}
 
 // Redact hides any secret in a key URI (a pin-value) so it can be logged.
 func Redact(uri string) string { return redact(uri) }
