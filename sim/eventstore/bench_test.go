@@ -21,7 +21,7 @@ import (
 // real TLS, real event store with its syncs), and the bytes on the wire
 // per event against the event's own size.
 func BenchmarkDrainBacklog(b *testing.B) {
-	for _, batch := range []int{1, 64, 256, 1024} {
+	for _, batch := range []int{1, 64, 256, 1000} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) { benchDrain(b, 10000, batch) })
 	}
 }
