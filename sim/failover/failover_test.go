@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdh"
 	"crypto/rand"
-	"crypto/tls"
 	"fmt"
 	"io"
 	"log"
@@ -288,27 +287,3 @@ func TestFTPSWrongPasswordKeepsEvents(t *testing.T) {
 	}
 }
 
-func FuzzExtractSealed(f *testing.F) {
-	ca := testpki.NewCA(f, "vendor CA")
-	vendor, _ := ecdh.X25519().GenerateKey(rand.Reader)
-	dev := ca.Device(f, systemID)
-	s, _ := sealed.Seal(vendor.PublicKey(), &dev, []byte("x"))
-	armored := sealed.Armor([][]byte{s})
-	f.Add(armored)
-	mail := "From: <a@b>\r\nTo: <c@d>\r\nSubject: x\r\nContent-Transfer-Encoding: 7bit\r\n\r\n" + string(armored)
-	f.Add([]byte(mail))
-	f.Add([]byte("Content-Transfer-Encoding: base64\r\n\r\nLS0tLS1CRUdJTg==\r\n"))
-	f.Add([]byte("Content-Transfer-Encoding: quoted-printable\r\n\r\n=3D=3D\r\n"))
-	opener := &sealed.Opener{Key: vendor, DeviceCAs: ca.Pool}
-	f.Fuzz(func(t *testing.T, msg []byte) {
-		blocks, err := eventstore.ExtractSealed(msg)
-		if err != nil {
-			return
-		}
-		for _, b := range blocks {
-			_, _ = opener.Open(b)
-		}
-	})
-}
-
-var _ = tls.VersionTLS13
