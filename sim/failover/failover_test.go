@@ -286,4 +286,3 @@ func TestFTPSWrongPasswordKeepsEvents(t *testing.T) {
 		t.Fatalf("status %+v, spool %d", w.up.Status(), w.sp.Len())
 	}
 }
-
