@@ -394,7 +394,18 @@ func (s *Spool) Put(e *event.Event) error {
 	case <-s.closing:
 		return ErrClosed
 	}
-	return <-req.done
+	select {
+	case err := <-req.done:
+		return err
+	case <-s.done:
+		// The committer has stopped; it may have answered just before.
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
 }
 
 // committer is the one goroutine that writes spool files. Whatever Puts
@@ -439,7 +450,7 @@ func (s *Spool) commit(batch []*putReq) {
 	var accept []*putReq
 	seen := map[string]bool{}
 	var victims []*record
-	var freed int64
+	var freed, acceptBytes int64
 	// Admit the most important first, so that an error in this batch is
 	// never crowded out by an info event in the same batch.
 	order := append([]*putReq(nil), batch...)
@@ -455,7 +466,7 @@ func (s *Spool) commit(batch []*putReq) {
 			continue
 		}
 		need := int64(len(r.body) + recordOverhead)
-		ok := s.makeRoomLocked(r.sev, need, len(accept), sumSize(accept), &freed, &victims)
+		ok := s.makeRoomLocked(r.sev, need, len(accept), acceptBytes, &freed, &victims)
 		if !ok {
 			s.st.Refused++
 			s.log.Warn("spool: full, refused a new event ranking below everything spooled", "id", r.id, "severity", r.sev)
@@ -465,6 +476,7 @@ func (s *Spool) commit(batch []*putReq) {
 		}
 		seen[r.id] = true
 		accept = append(accept, r)
+		acceptBytes += need
 	}
 	s.dropRecordsLocked(victims)
 	s.mu.Unlock()

@@ -560,3 +560,31 @@ func TestInspect(t *testing.T) {
 		t.Fatalf("report %+v", r)
 	}
 }
+
+func TestPutRacingCloseNeverHangs(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		s, err := Open(t.TempDir(), Limits{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				err := s.Put(ev(event.SeverityNotice, fmt.Sprint(i)))
+				if err != nil && !errors.Is(err, ErrClosed) {
+					t.Error(err)
+				}
+			}(i)
+		}
+		s.Close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a Put racing Close never returned")
+		}
+	}
+}
