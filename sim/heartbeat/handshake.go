@@ -16,15 +16,15 @@ import (
 )
 
 // seqMargin is added to pion's next sequence number when a session moves
-// to the service's record layer. pion may still send a few records for
-// the session (a retransmitted Finished while the handshake is in its
-// grace period); starting far above them makes sure that no AES-GCM nonce
-// is ever used twice.
+// to the service's record layer. pion is detached before the move, so no
+// record of pion's can follow; the margin keeps AES-GCM nonces apart
+// even if that ever changed.
 const seqMargin = 1 << 24
 
-// handshakeGrace is how long pion's side of a finished handshake is kept
-// to answer a retransmitted client flight (its last flight was lost),
-// unless the device's first heartbeat shows sooner that it is done.
+// handshakeGrace is how long a new session remembers its last handshake
+// flight (ChangeCipherSpec and Finished), to send it again if the device
+// retransmits its own last flight because ours was lost. The device's
+// first heartbeat ends the grace sooner.
 const handshakeGrace = 10 * time.Second
 
 // halfOpenAfter: a handshake that got only its first ClientHello this long
@@ -37,20 +37,20 @@ type pendingHS struct {
 	addr    netip.AddrPort
 	key     string
 	feed    *feedConn
+	udp     *net.UDPConn // the socket the handshake came in on
 	started time.Time
 	pushes  atomic.Int32
 	// finished is set when the client's Finished has been verified; from
 	// then on a datagram starting with a connection-ID record is the
-	// device's first heartbeat, not part of the handshake.
+	// device's first heartbeat, not part of the handshake, and what pion
+	// writes is the last flight.
 	finished atomic.Bool
 	systemID atomic.Pointer[string]
 
-	mu       sync.Mutex
-	sess     *session // set when the session moved to the record layer
-	early    [][]byte // heartbeats that came before that
-	released bool
-	dc       *dtls.Conn
-	udp      *net.UDPConn // the socket the handshake came in on
+	mu         sync.Mutex
+	lastFlight []byte   // the last datagram pion wrote after finished
+	sess       *session // set when the session moved to the record layer
+	early      [][]byte // heartbeats that came before that
 }
 
 // isClientHello says whether the datagram starts with an epoch-0
@@ -59,23 +59,30 @@ func isClientHello(b []byte) bool {
 	return len(b) > recordHeaderLen && b[0] == ctHandshake && b[3] == 0 && b[4] == 0 && b[recordHeaderLen] == 1
 }
 
-// handleUnrouted takes a datagram that names no live session: a handshake
-// datagram (or the first heartbeat of a session being promoted).
+// handleUnrouted takes a datagram that names no live session: part of a
+// handshake, a device's retransmitted last flight, or the first heartbeat
+// of a session being promoted.
 func (s *Service) handleUnrouted(w *worker, b []byte, from netip.AddrPort) {
 	key := from.String()
+	hello := isClientHello(b)
 	s.hsMu.Lock()
 	p := s.pending[key]
-	if p != nil && isClientHello(b) && p.finished.Load() {
-		// A new handshake from an address whose last one is done: the
-		// device lost its session (restart). Let the old one go.
-		delete(s.pending, key)
-		s.hsMu.Unlock()
-		s.releaseHandshake(p)
-		s.hsMu.Lock()
-		p = nil
-	}
 	if p == nil {
-		if !isClientHello(b) {
+		if g := s.grace[key]; g != nil {
+			if !hello {
+				s.hsMu.Unlock()
+				if b[0] == ctHandshake {
+					s.resendFlight(g, from) // the device did not get our Finished
+				} else {
+					s.stats.unknown.Add(1)
+				}
+				return
+			}
+			// A new handshake from there: the device lost the session it
+			// just made.
+			delete(s.grace, key)
+		}
+		if !hello {
 			s.hsMu.Unlock()
 			s.stats.unknown.Add(1)
 			return
@@ -91,7 +98,7 @@ func (s *Service) handleUnrouted(w *worker, b []byte, from netip.AddrPort) {
 
 	if b[0] == ctConnectionID && p.finished.Load() {
 		p.mu.Lock()
-		if sess := p.sess; sess != nil {
+		if p.sess != nil {
 			// The session is in the table already; its own connection ID
 			// would have found it there.
 			p.mu.Unlock()
@@ -129,18 +136,23 @@ func (s *Service) newPendingLocked(conn *net.UDPConn, from netip.AddrPort, key s
 	remote := net.UDPAddrFromAddrPort(from)
 	p := &pendingHS{addr: from, key: key, started: now, udp: conn}
 	p.feed = newFeedConn(conn.LocalAddr(), remote, func(b []byte) error {
+		if p.finished.Load() {
+			p.mu.Lock()
+			p.lastFlight = append(p.lastFlight[:0], b...)
+			p.mu.Unlock()
+		}
 		_, err := conn.WriteToUDPAddrPort(b, from)
 		return err
 	})
 	s.pending[key] = p
 	s.wg.Add(1)
-	go s.runHandshake(conn, p)
+	go s.runHandshake(p)
 	return p
 }
 
 // runHandshake runs one handshake in pion and, when it succeeds, moves
-// the session to the record layer.
-func (s *Service) runHandshake(conn *net.UDPConn, p *pendingHS) {
+// the session to the record layer and lets pion go.
+func (s *Service) runHandshake(p *pendingHS) {
 	defer s.wg.Done()
 	cfg := *s.dtlsCfg
 	cfg.VerifyConnection = func(st *dtls.State) error {
@@ -164,9 +176,6 @@ func (s *Service) runHandshake(conn *net.UDPConn, p *pendingHS) {
 		s.failHandshake(p, nil, err)
 		return
 	}
-	p.mu.Lock()
-	p.dc = dc
-	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(s.ctx, s.opts.HandshakeTimeout)
 	err = dc.HandshakeContext(ctx)
 	cancel()
@@ -174,27 +183,15 @@ func (s *Service) runHandshake(conn *net.UDPConn, p *pendingHS) {
 		s.failHandshake(p, dc, err)
 		return
 	}
-	sess, err := s.promote(p, dc)
-	if err != nil {
+	// From here pion writes nothing more: its close_notify below, for a
+	// session that lives on, goes nowhere.
+	p.feed.detach()
+	if err := s.promote(p, dc); err != nil {
 		s.failHandshake(p, dc, err)
 		return
 	}
-
-	// Keep pion for the grace period, in case the device retransmits its
-	// last flight, unless the first heartbeat shows it is done.
-	t := time.NewTimer(handshakeGrace)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-sess.firstBeat:
-	case <-s.ctx.Done():
-	}
-	s.hsMu.Lock()
-	if s.pending[p.key] == p {
-		delete(s.pending, p.key)
-	}
-	s.hsMu.Unlock()
-	s.releaseHandshake(p)
+	dc.Close()
+	p.feed.Close()
 }
 
 func (s *Service) failHandshake(p *pendingHS, dc *dtls.Conn, err error) {
@@ -213,59 +210,42 @@ func (s *Service) failHandshake(p *pendingHS, dc *dtls.Conn, err error) {
 	p.feed.Close()
 }
 
-// releaseHandshake lets pion's side of a promoted handshake go, without a
-// word on the wire.
-func (s *Service) releaseHandshake(p *pendingHS) {
-	p.mu.Lock()
-	if p.released {
-		p.mu.Unlock()
-		return
-	}
-	p.released = true
-	dc, sess := p.dc, p.sess
-	p.mu.Unlock()
-	p.feed.detach()
-	if sess != nil {
-		sess.hs.Store(nil)
-	}
-	if dc != nil {
-		dc.Close()
-	}
-	p.feed.Close()
-}
-
 // promote moves a finished handshake to the record layer: it takes the
-// keys from pion, registers the session under its connection ID, and
-// replays heartbeats that arrived while this happened.
-func (s *Service) promote(p *pendingHS, dc *dtls.Conn) (*session, error) {
+// keys from pion, registers the session under its connection ID, keeps
+// the last flight for the grace period, and handles heartbeats that
+// arrived while this happened.
+func (s *Service) promote(p *pendingHS, dc *dtls.Conn) error {
 	st, err := exportConn(dc)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(st.LocalConnectionID) != cidLen {
-		return nil, fmt.Errorf("device did not negotiate a connection ID (RFC 9146); got %d bytes", len(st.LocalConnectionID))
+		return fmt.Errorf("device did not negotiate a connection ID (RFC 9146); got %d bytes", len(st.LocalConnectionID))
 	}
 	rc, err := newRecordCrypto(st)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	idp := p.systemID.Load()
 	if idp == nil {
-		return nil, errors.New("handshake finished without an authenticated device")
+		return errors.New("handshake finished without an authenticated device")
 	}
 	now := time.Now()
+	p.mu.Lock()
+	flight := p.lastFlight
+	p.mu.Unlock()
 	sess := &session{
-		id:        binary.BigEndian.Uint32(st.LocalConnectionID),
-		crypto:    rc,
-		dev:       s.device(*idp),
-		udp:       p.udp,
-		addr:      p.addr,
-		created:   now,
-		firstBeat: make(chan struct{}),
+		id:      binary.BigEndian.Uint32(st.LocalConnectionID),
+		crypto:  rc,
+		dev:     s.device(*idp),
+		udp:     p.udp,
+		addr:    p.addr,
+		created: now,
+		flight:  flight,
 	}
+	sess.inGrace.Store(flight != nil)
 	sess.sendSeq.Store(st.SequenceNumber + seqMargin)
 	sess.lastSeen.Store(now.UnixNano())
-	sess.hs.Store(p)
 
 	d := sess.dev
 	d.mu.Lock()
@@ -277,6 +257,16 @@ func (s *Service) promote(p *pendingHS, dc *dtls.Conn) (*session, error) {
 	}
 	s.stats.handshakes.Add(1) // before the session can answer anything
 	s.sessions.Set(sess.id, sess)
+
+	s.hsMu.Lock()
+	if s.pending[p.key] == p {
+		delete(s.pending, p.key)
+	}
+	if flight != nil {
+		sess.graceKey = p.key
+		s.grace[p.key] = sess
+	}
+	s.hsMu.Unlock()
 
 	p.mu.Lock()
 	p.sess = sess
@@ -290,7 +280,37 @@ func (s *Service) promote(p *pendingHS, dc *dtls.Conn) (*session, error) {
 			s.handleSession(w, sess, b, p.addr)
 		}
 	}
-	return sess, nil
+	return nil
+}
+
+// resendFlight answers a device's retransmitted last flight with ours,
+// byte for byte (a DTLS retransmission is the same records again).
+func (s *Service) resendFlight(sess *session, to netip.AddrPort) {
+	sess.mu.Lock()
+	f := sess.flight
+	sess.mu.Unlock()
+	if f == nil {
+		return
+	}
+	if _, err := sess.udp.WriteToUDPAddrPort(f, to); err == nil {
+		s.stats.flightResends.Add(1)
+	}
+}
+
+// endGrace forgets a session's last flight: the device is done with the
+// handshake (its first heartbeat came), or the grace is over.
+func (s *Service) endGrace(sess *session) {
+	if !sess.inGrace.Swap(false) {
+		return
+	}
+	sess.mu.Lock()
+	sess.flight = nil
+	sess.mu.Unlock()
+	s.hsMu.Lock()
+	if s.grace[sess.graceKey] == sess {
+		delete(s.grace, sess.graceKey)
+	}
+	s.hsMu.Unlock()
 }
 
 func (s *Service) authenticateCert(c *x509.Certificate) (string, error) {

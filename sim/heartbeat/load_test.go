@@ -381,7 +381,7 @@ func serviceTarget(b *testing.B) *loadTarget {
 			}
 			return st.DTLSHeartbeats
 		},
-		settled:  func() bool { return f.svc.Stats().PendingHandshakes == 0 },
+		settled: func() bool { return f.svc.Stats().PendingHandshakes == 0 },
 		report: func(b *testing.B, secs float64) {
 			after := f.svc.Stats()
 			b.ReportMetric(float64(after.Shed-before.Shed)/secs, "shed/s")

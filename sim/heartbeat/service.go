@@ -10,8 +10,10 @@
 //     from start to reply; no goroutine per device.
 //   - DTLS handshakes run in pion/dtls, fed from the shared socket. When a
 //     handshake is done the session's record keys are taken out of pion,
-//     and pion's connection is dropped; established sessions are served
-//     by this package's own AES-GCM record layer (record.go).
+//     and pion's connection is dropped at once (its last flight is kept a
+//     few seconds, to be sent again if the device missed it); established
+//     sessions are served by this package's own AES-GCM record layer
+//     (record.go).
 //   - Sessions are found by their connection ID (RFC 9146), a numeric
 //     session id, in a lock-free cornelk/hashmap; a device whose address
 //     or port changes keeps its session without a new handshake.
@@ -115,6 +117,7 @@ type Service struct {
 
 	hsMu    sync.Mutex
 	pending map[string]*pendingHS // by remote address
+	grace   map[string]*session   // new sessions keeping their last flight, by address
 
 	devMu   sync.RWMutex
 	devices map[string]*device
@@ -165,6 +168,7 @@ func New(opts Options) (*Service, error) {
 		log:      log.With("part", "heartbeat-service"),
 		sessions: hashmap.New[uint32, *session](),
 		pending:  map[string]*pendingHS{},
+		grace:    map[string]*session{},
 		devices:  map[string]*device{},
 	}
 	var key [4]byte
@@ -280,7 +284,7 @@ func (s *Service) Close() error {
 // janitor forgets sessions that went silent.
 func (s *Service) janitor() {
 	defer s.wg.Done()
-	every := s.opts.SessionIdle / 4
+	every := min(s.opts.SessionIdle/4, handshakeGrace/2)
 	if every < 100*time.Millisecond {
 		every = 100 * time.Millisecond
 	}
@@ -301,6 +305,18 @@ func (s *Service) janitor() {
 			})
 			for _, ss := range idle {
 				s.dropSession(ss, "idle")
+			}
+			graceEnd := now.Add(-handshakeGrace)
+			var over []*session
+			s.hsMu.Lock()
+			for _, g := range s.grace {
+				if g.created.Before(graceEnd) {
+					over = append(over, g)
+				}
+			}
+			s.hsMu.Unlock()
+			for _, g := range over {
+				s.endGrace(g)
 			}
 		}
 	}
@@ -323,6 +339,7 @@ type Stats struct {
 	BadMessages       int64 // authenticated records that were not valid heartbeats
 	UnknownSessions   int64 // records for a connection ID the service does not know
 	AddressChanges    int64 // sessions that moved to a new address or port
+	FlightResends     int64 // last handshake flights sent again for a device that missed them
 	ItemsDelivered    int64 // work items acknowledged by devices
 	Results           int64 // work results stored
 	ReplyErrors       int64 // replies that could not be sent
@@ -333,6 +350,7 @@ type counters struct {
 	dtlsHeartbeats, httpsHeartbeats            atomic.Int64
 	shed, kernelDrops, stale, replays          atomic.Int64
 	badRecords, badMessages, unknown, addrMove atomic.Int64
+	flightResends                              atomic.Int64
 	delivered, results, replyErrors            atomic.Int64
 }
 
@@ -358,6 +376,7 @@ func (s *Service) Stats() Stats {
 		BadMessages:       c.badMessages.Load(),
 		UnknownSessions:   c.unknown.Load(),
 		AddressChanges:    c.addrMove.Load(),
+		FlightResends:     c.flightResends.Load(),
 		ItemsDelivered:    c.delivered.Load(),
 		Results:           c.results.Load(),
 		ReplyErrors:       c.replyErrors.Load(),

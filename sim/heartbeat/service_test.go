@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -122,7 +123,7 @@ func TestRecordLayerTalksToPion(t *testing.T) {
 	if st.Handshakes != 1 || st.Sessions != 1 {
 		t.Fatalf("stats %+v: want 1 handshake, 5 heartbeats, 1 session", st)
 	}
-	waitFor(t, "pion released after the first heartbeat", func() bool { return f.svc.Stats().PendingHandshakes == 0 })
+	waitFor(t, "no handshake left in progress", func() bool { return f.svc.Stats().PendingHandshakes == 0 })
 }
 
 func TestLightClientExchangeAndSizes(t *testing.T) {
@@ -360,5 +361,74 @@ func TestHandshakesBeyondTheLimitAreShed(t *testing.T) {
 	waitFor(t, "the second ClientHello shed", func() bool { return f.svc.Stats().HandshakesShed == 1 })
 	if got := f.svc.Stats().PendingHandshakes; got != 1 {
 		t.Fatalf("%d handshakes pending, want 1", got)
+	}
+}
+
+// capturingConn records what a pion client writes.
+type capturingConn struct {
+	*net.UDPConn
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (c *capturingConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	c.mu.Lock()
+	c.writes = append(c.writes, append([]byte(nil), b...))
+	c.mu.Unlock()
+	return c.UDPConn.WriteTo(b, addr)
+}
+
+func (c *capturingConn) last() []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes[len(c.writes)-1]
+}
+
+// TestLostLastFlightIsSentAgain: when a device retransmits its last
+// handshake flight (ours was lost), the service, which has let pion go,
+// sends its kept last flight again; after the first heartbeat it keeps
+// nothing.
+func TestLostLastFlightIsSentAgain(t *testing.T) {
+	f := newFixture(t, Options{})
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := &capturingConn{UDPConn: pc}
+	conn, err := dtls.Client(cc, f.addr, f.clientConfig(t, f.ca.Device(t, "SYS-FLIGHT"))) //nolint:staticcheck
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := conn.HandshakeContext(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flight5 := cc.last()
+	if flight5[0] != ctHandshake {
+		t.Fatalf("last handshake datagram starts with type %d", flight5[0])
+	}
+	waitFor(t, "session promoted", func() bool { return f.svc.Stats().Handshakes == 1 })
+	// The device sends its last flight again: the service answers.
+	if _, err := pc.WriteTo(flight5, f.addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "flight sent again", func() bool { return f.svc.Stats().FlightResends == 1 })
+
+	// The first heartbeat ends the grace: a retransmission now is news
+	// to nobody.
+	enc, _ := hb.EncodeHeartbeat(&hb.Heartbeat{Seq: 1, Nonce: []byte{1, 2, 3, 4}})
+	conn.Write(enc)
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 2048)
+	if _, err := conn.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	before := f.svc.Stats().UnknownSessions
+	pc.WriteTo(flight5, f.addr)
+	waitFor(t, "the late retransmission ignored", func() bool { return f.svc.Stats().UnknownSessions > before })
+	if got := f.svc.Stats().FlightResends; got != 1 {
+		t.Fatalf("%d flights sent again, want 1", got)
 	}
 }

@@ -23,14 +23,16 @@ type session struct {
 	sendSeq atomic.Uint64
 	// lastSeen is Unix nanoseconds of the last authenticated record.
 	lastSeen atomic.Int64
-	// hs links the pion handshake during its grace period.
-	hs        atomic.Pointer[pendingHS]
-	firstBeat chan struct{}
-	firstOnce sync.Once
+	// inGrace: the handshake's last flight is kept (flight, under mu) to
+	// answer a retransmission, until the first heartbeat or
+	// handshakeGrace; graceKey is its entry in Service.grace.
+	inGrace  atomic.Bool
+	graceKey string
 
 	mu     sync.Mutex
 	window replayWindow
 	addr   netip.AddrPort // where replies go: the source of the newest record
+	flight []byte
 }
 
 // worker is one reader goroutine's scratch space.
@@ -110,10 +112,6 @@ func (s *Service) handleSession(w *worker, sess *session, b []byte, from netip.A
 			s.stats.replays.Add(1)
 			continue
 		}
-		var raw []byte
-		if sess.hs.Load() != nil {
-			raw = append([]byte(nil), r.raw...) // pion may need it: open works in place
-		}
 		ct, payload, err := sess.crypto.open(r)
 		if err != nil {
 			s.stats.badRecords.Add(1)
@@ -144,9 +142,8 @@ func (s *Service) handleSession(w *worker, sess *session, b []byte, from netip.A
 				return
 			}
 		case ctHandshake:
-			if p := sess.hs.Load(); p != nil && raw != nil {
-				p.feed.push(raw) // a retransmitted Finished: pion answers it again
-			}
+			// The device's Finished again: it did not get ours.
+			s.resendFlight(sess, to)
 		}
 	}
 }
@@ -159,7 +156,9 @@ func (s *Service) answer(w *worker, sess *session, payload []byte, to netip.Addr
 		s.log.Debug("bad heartbeat", "system_id", sess.dev.id, "peer", to.String(), "err", err)
 		return
 	}
-	sess.firstOnce.Do(func() { close(sess.firstBeat) })
+	if sess.inGrace.Load() {
+		s.endGrace(sess) // the device is done with the handshake
+	}
 	reply := s.process(sess.dev, h, ChannelDTLS, to, sess.id, w.now, maxDTLSWork)
 	enc, err := hb.EncodeReply(reply)
 	if err != nil {
@@ -186,8 +185,6 @@ func (s *Service) dropSession(sess *session, why string) {
 		d.session = nil
 	}
 	d.mu.Unlock()
-	if p := sess.hs.Load(); p != nil {
-		s.releaseHandshake(p)
-	}
+	s.endGrace(sess)
 	s.log.Debug("session dropped", "system_id", d.id, "session", sess.id, "why", why)
 }
