@@ -60,6 +60,7 @@ func (s *Service) readLoop(conn *net.UDPConn) {
 				return
 			}
 			s.log.Debug("udp read", "err", err)
+			time.Sleep(time.Millisecond) // never spin on a failing socket
 			continue
 		}
 		w.now = time.Now()
