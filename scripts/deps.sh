@@ -2,7 +2,7 @@
 # Installs what the tests and the demo need from Debian, only when missing,
 # and says what it installs. Go modules come through `go mod download`.
 set -euo pipefail
-want=(swtpm swtpm-tools softhsm2 rsyslog rsyslog-gnutls qemu-user-static smartmontools iproute2 openssh-server openssl)
+want=(swtpm swtpm-tools softhsm2 rsyslog rsyslog-gnutls qemu-user-static smartmontools iproute2 openssh-server openssl proftpd-core proftpd-mod-crypto)
 missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

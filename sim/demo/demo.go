@@ -39,6 +39,9 @@ import (
 type LabOptions struct {
 	// Agent is the dcagent binary to run.
 	Agent string
+	// Simulator is the dcsim binary the smartctl stand-in runs; "" means
+	// this program (right when the lab runs inside dcsim).
+	Simulator string
 	// Captures is a folder of smartctl JSON captures ("" finds
 	// ../shared/testdata; "none" makes drives up).
 	Captures string
@@ -118,7 +121,11 @@ func NewLab(ctx context.Context, o LabOptions) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
-	l.Hardware, err = halsim.Create(halsim.Options{Root: filepath.Join(dir, "hardware"), Captures: o.Captures, Drives: o.Drives, Degrade: o.Degrade, StepDuration: time.Hour, Logger: o.Logger})
+	hwOpts := halsim.Options{Root: filepath.Join(dir, "hardware"), Captures: o.Captures, Drives: o.Drives, Degrade: o.Degrade, StepDuration: time.Hour, Logger: o.Logger}
+	if o.Simulator != "" {
+		hwOpts.SmartctlCommand = []string{o.Simulator, "hardware", "smartctl"}
+	}
+	l.Hardware, err = halsim.Create(hwOpts)
 	if err != nil {
 		return nil, err
 	}
@@ -340,4 +347,44 @@ func indent(s, prefix string) string {
 		b.WriteString(prefix + line + "\n")
 	}
 	return b.String()
+}
+
+// StopBackend stops the backend, keeping its state and its addresses for
+// RestartBackend: the device sees its vendor go away.
+func (l *Lab) StopBackend() {
+	l.Backend.Close()
+}
+
+// RestartBackend starts the backend again on the same addresses and state.
+func (l *Lab) RestartBackend() error {
+	roots, err := l.TPM.ManufacturerRootsFile()
+	if err != nil {
+		return err
+	}
+	info := struct{ https, udp, relay string }{l.Backend.URL()[len("https://"):], l.Backend.HeartbeatAddr(), l.Backend.Relay.Addr()}
+	b, err := backend.Start(backend.Options{Dir: l.Backend.Dir(), HTTPSAddr: info.https, UDPAddr: info.udp, RelayAddr: info.relay,
+		RequireTPM: true, TPMRootsFile: roots, Logger: l.opts.Logger})
+	if err != nil {
+		return err
+	}
+	l.Backend = b
+	return nil
+}
+
+// WaitHeartbeats waits until the backend has answered n more heartbeats
+// from the lab's device.
+func (l *Lab) WaitHeartbeats(ctx context.Context, n int) error {
+	ch, stop := l.Backend.Heartbeat.Subscribe(64)
+	defer stop()
+	for seen := 0; seen < n; {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waited for %d heartbeats, saw %d: %w", n, seen, ctx.Err())
+		case s := <-ch:
+			if s.SystemID == l.SystemID {
+				seen++
+			}
+		}
+	}
+	return nil
 }
