@@ -24,9 +24,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/dcagent/dcagent/internal/httpc"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -73,7 +73,7 @@ type Options struct {
 	VendorKey *ecdh.PublicKey
 	// InFlight is how many batches may be on their way at once (default
 	// 2): while the backend syncs one batch to disk, the next is already
-	// travelling. Over HTTP/2 they share one connection.
+	// travelling. Each keeps its own HTTP/1.1 connection (internal/httpc).
 	InFlight int
 }
 
@@ -124,7 +124,7 @@ type Uploader struct {
 	opts   Options
 	sp     Spool
 	tlsCfg *tls.Config
-	client *http.Client
+	client *httpc.Client
 	base   *url.URL
 	log    *slog.Logger
 
@@ -161,23 +161,20 @@ func NewWithOptions(opts Options, sp Spool, tlsConfig *tls.Config, logger *slog.
 	if len(opts.Failover) > 0 && opts.VendorKey == nil {
 		return nil, errors.New("connecthome: failover channels need the vendor key")
 	}
-	tr := &http.Transport{
-		TLSClientConfig:       tlsConfig.Clone(),
-		DialContext:           (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		ForceAttemptHTTP2:     true,
-		TLSHandshakeTimeout:   15 * time.Second,
-		ResponseHeaderTimeout: opts.RequestTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		// Bodies are compressed by us; do not ask for compressed answers.
-		DisableCompression: true,
-		Proxy:              nil,
+	// Bodies are compressed by us and answers are small JSON; no proxy
+	// from the environment, only the pinned CA, straight to the backend.
+	client := &httpc.Client{
+		TLSConfig:      tlsConfig.Clone(),
+		DialContext:    (&net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		IdleTimeout:    90 * time.Second,
+		MaxIdlePerHost: 2,
+		MaxBodyBytes:   8 << 20,
 	}
 	u := &Uploader{
 		opts:      opts,
 		sp:        sp,
 		tlsCfg:    tlsConfig,
-		client:    &http.Client{Transport: tr, Timeout: opts.RequestTimeout},
+		client:    client,
 		base:      base,
 		log:       logger.With("part", "connecthome"),
 		wake:      make(chan struct{}, 1),
@@ -228,8 +225,8 @@ func (u *Uploader) Run(ctx context.Context) error {
 		go func(i int) {
 			if i > 0 {
 				// The extra workers wait for the first answer, so that
-				// they find the connection (HTTP/2) already open instead
-				// of each dialling one.
+				// a backend that is down costs one failed dial per
+				// attempt, not one per worker.
 				select {
 				case <-u.connected:
 				case <-ctx.Done():

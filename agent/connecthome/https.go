@@ -6,8 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/dcagent/dcagent/internal/httpc"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,7 +63,7 @@ func (u *Uploader) sendHTTPS(ctx context.Context, recs []spool.Record) (map[stri
 		body                []byte
 	)
 	if len(recs) == 1 {
-		method, path, ctype, body = http.MethodPut, wire.PathPrefix+recs[0].ID, wire.ContentTypeEvent, recs[0].Data
+		method, path, ctype, body = "PUT", wire.PathPrefix+recs[0].ID, wire.ContentTypeEvent, recs[0].Data
 	} else {
 		events := make([][]byte, len(recs))
 		for i, r := range recs {
@@ -73,11 +73,11 @@ func (u *Uploader) sendHTTPS(ctx context.Context, recs []spool.Record) (map[stri
 		if err != nil {
 			return nil, err
 		}
-		method, path, ctype, body = http.MethodPost, wire.BatchPath, wire.ContentTypeBatch, b
+		method, path, ctype, body = "POST", wire.BatchPath, wire.ContentTypeBatch, b
 	}
 	z := compress(body)
 	target := u.base.JoinPath(path)
-	req, err := http.NewRequestWithContext(ctx, method, target.String(), bytes.NewReader(z))
+	req, err := httpc.NewRequest(method, target.String(), z)
 	if err != nil {
 		return nil, err
 	}
@@ -85,28 +85,24 @@ func (u *Uploader) sendHTTPS(ctx context.Context, recs []spool.Record) (map[stri
 	req.Header.Set("Content-Encoding", "gzip")
 	req.Header.Set("Content-Digest", wire.ContentDigest(z))
 	req.Header.Set("Accept", "application/json")
-	resp, err := u.client.Do(req)
+	resp, err := u.client.Do(ctx, req)
 	if err != nil {
 		return nil, &httpError{msg: err.Error()}
 	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return nil, &httpError{status: resp.StatusCode, msg: "reading the answer: " + err.Error()}
-	}
+	answer := resp.Body
 	results := map[string]resultOf{}
 	switch {
-	case len(recs) == 1 && (resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusOK):
+	case len(recs) == 1 && (resp.StatusCode == 201 || resp.StatusCode == 200):
 		results[recs[0].ID] = resultOf{acked: true}
 		return results, nil
-	case len(recs) == 1 && resp.StatusCode == http.StatusUnprocessableEntity:
+	case len(recs) == 1 && resp.StatusCode == 422:
 		var r wire.Result
 		if json.Unmarshal(answer, &r) != nil || r.Error == "" {
 			r.Error = strings.TrimSpace(string(answer))
 		}
 		results[recs[0].ID] = resultOf{rejected: r.Error}
 		return results, nil
-	case len(recs) > 1 && resp.StatusCode == http.StatusOK:
+	case len(recs) > 1 && resp.StatusCode == 200:
 		var br wire.BatchResponse
 		if err := json.Unmarshal(answer, &br); err != nil {
 			return nil, &httpError{status: resp.StatusCode, msg: "unreadable batch answer: " + err.Error()}
@@ -126,7 +122,7 @@ func (u *Uploader) sendHTTPS(ctx context.Context, recs []spool.Record) (map[stri
 	if json.Unmarshal(answer, &er) == nil && er.Error != "" {
 		he.msg = er.Error
 	} else {
-		he.msg = http.StatusText(resp.StatusCode)
+		he.msg = resp.Status
 	}
 	return nil, he
 }
@@ -146,9 +142,13 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		}
 		return time.Duration(n) * time.Second
 	}
-	if t, err := http.ParseTime(v); err == nil {
-		if d := t.Sub(now); d > 0 {
-			return d
+	// The three date forms HTTP allows: IMF-fixdate, RFC 850, asctime.
+	for _, layout := range []string{"Mon, 02 Jan 2006 15:04:05 GMT", "Monday, 02-Jan-06 15:04:05 GMT", "Mon Jan _2 15:04:05 2006"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			if d := t.Sub(now); d > 0 {
+				return d
+			}
+			return 0
 		}
 	}
 	return 0

@@ -41,8 +41,10 @@ func TestUploadEndToEndOverOneConnection(t *testing.T) {
 			t.Fatalf("event %s: %+v", r.ID, r)
 		}
 	}
-	if n := b.conns.Load(); n != 1 {
-		t.Fatalf("%d connections for 300 events, want 1", n)
+	// One kept-alive connection per batch in flight (two by default), not
+	// one per request.
+	if n := b.conns.Load(); n < 1 || n > 2 {
+		t.Fatalf("%d connections for 300 events, want 1 or 2", n)
 	}
 	got := 0
 	for got < 300 {
