@@ -209,6 +209,7 @@ func start(parent context.Context, opts Options, cfg *config.Config) (_ *daemon,
 
 	d.goRun("monitor", d.monitor.Run)
 	d.goRun("network", d.runNetwork)
+	d.goRun("trim", d.trimAfterStart)
 	d.log.Info("started", "version", opts.Version, "system_id", cfg.Device.SystemID, "state_dir", cfg.Device.StateDir)
 	return d, nil
 }
@@ -218,6 +219,22 @@ func (d *daemon) requestReload() {
 	select {
 	case d.selfReload <- struct{}{}:
 	default:
+	}
+}
+
+// trimAfterStart releases start-up memory once the parts have settled
+// (first readings taken, first heartbeat answered), then once an hour.
+func (d *daemon) trimAfterStart(ctx context.Context) error {
+	wait := 30 * time.Second
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		n := trimMemory()
+		d.log.Debug("released start-up memory", "binary_bytes_advised", n)
+		wait = time.Hour
 	}
 }
 

@@ -53,6 +53,8 @@ type LabOptions struct {
 	Heartbeat time.Duration
 	// DriveInterval is how often the agent reads its drives; 0 means 2 s.
 	DriveInterval time.Duration
+	// SensorInterval is how often the agent reads its sensors; 0 means 2 s.
+	SensorInterval time.Duration
 	// Degrade names the drive that degrades ("" for none).
 	Degrade string
 	// Keep leaves the lab's folder in place.
@@ -94,6 +96,9 @@ func NewLab(ctx context.Context, o LabOptions) (_ *Lab, err error) {
 	}
 	if o.DriveInterval == 0 {
 		o.DriveInterval = 2 * time.Second
+	}
+	if o.SensorInterval == 0 {
+		o.SensorInterval = 2 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -183,7 +188,7 @@ key_uri = %s
 [hal]
 sysfs_root = %s
 smartctl = %s
-sensor_interval = 2s
+sensor_interval = %s
 drive_interval = %s
 
 [heartbeat]
@@ -200,7 +205,7 @@ services = console=%s
 relay_hosts = 127.0.0.1
 idle_timeout = 10s
 `, l.SystemID, filepath.Join(l.Dir, "state"), l.Backend.URL(), l.Backend.HeartbeatAddr(), l.Backend.CAFile(),
-		l.TPM.URI("device"), l.Hardware.SysfsRoot(), l.Hardware.SmartctlPath(), l.opts.DriveInterval, l.opts.Heartbeat,
+		l.TPM.URI("device"), l.Hardware.SysfsRoot(), l.Hardware.SmartctlPath(), l.opts.SensorInterval, l.opts.DriveInterval, l.opts.Heartbeat,
 		policyFile, approver, l.Console)
 	return os.WriteFile(l.Config, []byte(conf), 0o600)
 }
