@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -122,6 +123,120 @@ func (c *rebindConn) SetWriteDeadline(t time.Time) error {
 	return c.pc.SetWriteDeadline(t)
 }
 
+// connectedPacket is a UDP socket connected to one peer, seen as a
+// PacketConn: pion/dtls writes with WriteTo, which a connected socket
+// refuses. Being connected, it receives only the peer's datagrams (the
+// kernel filters the rest), so the device holds no UDP port that anyone
+// else can reach; after a network change the heartbeat rebinds to a new
+// socket, whose source address routing picks afresh.
+//
+// Connecting needs a route. A socket made while the device has no usable
+// address (the moment after one was removed) stays unconnected until its
+// first write finds a route; until then it drops datagrams from anyone
+// but the peer itself, and it can receive nothing anyway.
+//
+// DialUDP makes one (the default under Options.ListenPacket; tests call it
+// inside a network namespace).
+type connectedPacket struct {
+	*net.UDPConn
+	peer *net.UDPAddr
+
+	mu        sync.Mutex
+	connected bool
+}
+
+func DialUDP(peer *net.UDPAddr) (net.PacketConn, error) {
+	network := "udp4"
+	if peer.IP.To4() == nil {
+		network = "udp6"
+	}
+	c, err := net.ListenUDP(network, nil)
+	if err != nil {
+		return nil, err
+	}
+	p := &connectedPacket{UDPConn: c, peer: peer}
+	p.tryConnect()
+	return p, nil
+}
+
+// tryConnect connects the socket to the peer if it is not yet; it reports
+// whether it is connected now.
+func (c *connectedPacket) tryConnect() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.connected {
+		return true
+	}
+	rc, err := c.UDPConn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var sa syscall.Sockaddr
+	if ip4 := c.peer.IP.To4(); ip4 != nil {
+		a := &syscall.SockaddrInet4{Port: c.peer.Port}
+		copy(a.Addr[:], ip4)
+		sa = a
+	} else {
+		a := &syscall.SockaddrInet6{Port: c.peer.Port}
+		copy(a.Addr[:], c.peer.IP.To16())
+		sa = a
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = syscall.Connect(int(fd), sa) }); err != nil || cerr != nil {
+		return false
+	}
+	c.connected = true
+	return true
+}
+
+func (c *connectedPacket) WriteTo(b []byte, _ net.Addr) (int, error) {
+	if c.tryConnect() {
+		// A connected socket sends to its peer; WriteTo with an address
+		// would be refused.
+		rc, err := c.UDPConn.SyscallConn()
+		if err != nil {
+			return 0, err
+		}
+		var n int
+		var werr error
+		err = rc.Write(func(fd uintptr) bool {
+			n, werr = syscall.Write(int(fd), b)
+			return !errors.Is(werr, syscall.EAGAIN)
+		})
+		if err != nil {
+			return 0, err
+		}
+		return n, werr
+	}
+	return c.UDPConn.WriteToUDP(b, c.peer)
+}
+
+// ReadFrom reads the peer's next datagram. A connected socket also
+// reports the network's complaints about earlier sends (an ICMP port or
+// host unreachable, the source address gone): those say nothing about the
+// session, which the next datagram after a rebind resumes, so they are
+// not passed up to end it.
+func (c *connectedPacket) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, from, err := c.UDPConn.ReadFromUDP(b)
+		if err != nil {
+			if transientUDP(err) {
+				continue
+			}
+			return n, c.peer, err
+		}
+		if !from.IP.Equal(c.peer.IP) || from.Port != c.peer.Port {
+			continue // not the backend: only possible before connecting
+		}
+		return n, c.peer, nil
+	}
+}
+
+func transientUDP(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EHOSTUNREACH) ||
+		errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EADDRNOTAVAIL)
+}
+
 // dtlsSession is one DTLS session with the backend.
 type dtlsSession struct {
 	conn        *dtls.Conn
@@ -138,6 +253,9 @@ func dialDTLS(ctx context.Context, addr string, cfg *dtls.Config, listen func() 
 	raddr, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat: resolve %s: %w", addr, err)
+	}
+	if listen == nil {
+		listen = func() (net.PacketConn, error) { return DialUDP(raddr) }
 	}
 	sock, err := newRebindConn(listen)
 	if err != nil {

@@ -27,18 +27,16 @@
 package heartbeat
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
+	"github.com/dcagent/dcagent/internal/httpc"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
-	"net/http"
 	"net/url"
 	"strings"
 	"sync"
@@ -93,8 +91,10 @@ type Options struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 
-	// ListenPacket makes the UDP socket under DTLS; nil means an
-	// unbound UDP socket. (Tests make it inside a network namespace.)
+	// ListenPacket makes the UDP socket under DTLS; nil means a UDP socket
+	// connected to the backend (the kernel drops datagrams from anyone
+	// else, and nothing on the device is open to the network). (Tests
+	// make it inside a network namespace.)
 	ListenPacket func() (net.PacketConn, error)
 	// DialContext dials TCP for HTTPS; nil means net.Dialer.
 	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -155,8 +155,7 @@ type Client struct {
 	udpAddr   string // "" disables DTLS
 	httpURL   string // "" disables HTTPS
 	dtlsConf  *dtls.Config
-	transport *http.Transport
-	httpc     *http.Client
+	transport *httpc.Client
 	listen    func() (net.PacketConn, error)
 	watch     NetworkWatch
 
@@ -289,21 +288,19 @@ func New(opts Options) (*Client, error) {
 		if dial == nil {
 			dial = (&net.Dialer{Timeout: cfg.ReplyTimeout}).DialContext
 		}
-		c.transport = &http.Transport{
-			TLSClientConfig:     tc,
-			DialContext:         dial,
-			ForceAttemptHTTP2:   true,
-			TLSHandshakeTimeout: cfg.ReplyTimeout,
-			IdleConnTimeout:     2*cfg.Interval + cfg.ReplyTimeout,
-			MaxIdleConnsPerHost: 2,
+		c.transport = &httpc.Client{
+			TLSConfig:      tc,
+			DialContext:    dial,
+			IdleTimeout:    2*cfg.Interval + cfg.ReplyTimeout,
+			MaxIdlePerHost: 2,
+			MaxBodyBytes:   MaxMessageSize,
 		}
-		c.httpc = &http.Client{Transport: c.transport}
 		c.httpURL = strings.TrimSuffix(be.URL, "/") + Path
 	}
+	// nil: dialDTLS makes a socket connected to the backend (see
+	// DialUDP), so that the device holds no socket anyone else can
+	// send to.
 	c.listen = opts.ListenPacket
-	if c.listen == nil {
-		c.listen = func() (net.PacketConn, error) { return net.ListenUDP("udp", nil) }
-	}
 	c.watch = opts.NetworkWatch
 	if c.watch == nil {
 		c.watch = NoNetworkWatch
@@ -935,21 +932,17 @@ func (e *HTTPError) Error() string {
 }
 
 func (c *Client) post(ctx context.Context, body []byte) ([]byte, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.httpURL, bytes.NewReader(body))
+	req, err := httpc.NewRequest("POST", c.httpURL, body)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/cbor")
-	resp, err := c.httpc.Do(req)
+	resp, err := c.transport.Do(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat: https %s: %w", c.httpURL, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, MaxMessageSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("heartbeat: https %s: reading reply: %w", c.httpURL, err)
-	}
-	if resp.StatusCode != http.StatusOK {
+	b := resp.Body
+	if resp.StatusCode != 200 {
 		text := strings.TrimSpace(string(b))
 		if len(text) > 200 {
 			text = text[:200]

@@ -59,7 +59,8 @@ func (s *nsSetup) startAgent(t *testing.T, systemID string) *runningAgent {
 	cfg.Heartbeat.ReplyTimeout = 2 * time.Second
 	listen := func() (pc net.PacketConn, err error) {
 		err = s.agentNS.Do(func() error {
-			pc, err = net.ListenUDP("udp", nil)
+			// The agent's own default: a socket connected to the backend.
+			pc, err = hb.DialUDP(s.udp.LocalAddr().(*net.UDPAddr))
 			return err
 		})
 		return pc, err
