@@ -57,7 +57,9 @@ func DTLSClientWithSource(roots *x509.CertPool, source func() (*tls.Certificate,
 
 // DTLSServer returns the backend's heartbeat service configuration: client
 // certificates required and verified against clientCAs, connection IDs of
-// eight random bytes.
+// eight random bytes. The reference backend (sim/heartbeat) replaces the
+// generator with its own 4-byte session ids, which index its session table
+// and save 4 bytes on every datagram.
 func DTLSServer(cert tls.Certificate, clientCAs *x509.CertPool) *dtls.Config {
 	return &dtls.Config{
 		Certificates:          []tls.Certificate{cert},
