@@ -87,16 +87,24 @@ func (d *daemon) runNetwork(ctx context.Context) error {
 	run("renewal", id.Run)
 	defer wg.Wait()
 
+	// A network change wakes the uploader as well as the heartbeat: a
+	// backlog goes out as soon as the path is back, not after the back-off.
+	watch := heartbeat.NoNetworkWatch
+	if cfg.Heartbeat.WatchNetwork {
+		watch = heartbeat.DefaultNetworkWatch()
+	}
+	watch = heartbeat.NetworkWatch(watch).Also(func(string) { up.Wake() })
 	for {
 		changed := id.Changed()
 		hb, err := heartbeat.New(heartbeat.Options{
-			Config:      cfg,
-			Certificate: id.TLSCertificate(),
-			Roots:       id.Roots(),
-			Telemetry:   d.telemetry,
-			Work:        d.dispatch,
-			StateDir:    cfg.Device.StateDir,
-			Logger:      d.log.With("part", "heartbeat"),
+			NetworkWatch: watch,
+			Config:       cfg,
+			Certificate:  id.TLSCertificate(),
+			Roots:        id.Roots(),
+			Telemetry:    d.telemetry,
+			Work:         d.dispatch,
+			StateDir:     cfg.Device.StateDir,
+			Logger:       d.log.With("part", "heartbeat"),
 		})
 		if err != nil {
 			return err

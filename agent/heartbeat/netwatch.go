@@ -14,3 +14,19 @@ func NoNetworkWatch(ctx context.Context, _ func(string)) error {
 	<-ctx.Done()
 	return nil
 }
+
+// DefaultNetworkWatch is the watch the heartbeat uses when Options gives
+// none and [heartbeat] watch_network is on: netlink in the agent's own
+// namespace on Linux, nothing elsewhere.
+func DefaultNetworkWatch() NetworkWatch { return defaultNetworkWatch() }
+
+// Also returns a watch that calls also, then changed, on every change the
+// watch w reports: the daemon uses it to wake the event uploader too.
+func (w NetworkWatch) Also(also func(reason string)) NetworkWatch {
+	return func(ctx context.Context, changed func(string)) error {
+		return w(ctx, func(reason string) {
+			also(reason)
+			changed(reason)
+		})
+	}
+}
