@@ -274,12 +274,74 @@ func writeRequest(w io.Writer, req *Request) error {
 	return err
 }
 
+// Limits on what a server may send outside the body: a peer that sends an
+// endless status line, header or trailer must not make the device buffer
+// it.
+const (
+	maxLineBytes   = 8 << 10
+	maxHeaderBytes = 64 << 10
+	maxHeaders     = 100
+)
+
+// errLineTooLong is a status, header, chunk-size or trailer line longer
+// than maxLineBytes.
+var errLineTooLong = errors.New("a line of the response is longer than allowed")
+
+// readLine reads one CRLF- or LF-terminated line of at most maxLineBytes.
+// It uses the reader's own buffer (16 KiB), so it never grows memory.
+func readLine(br *bufio.Reader) (string, error) {
+	line, err := br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) || len(line) > maxLineBytes {
+		return "", errLineTooLong
+	}
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(line) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return "", err
+	}
+	line = bytes.TrimSuffix(line[:len(line)-1], []byte("\r"))
+	return string(line), nil
+}
+
+// readHeader reads header lines up to the empty line, bounded in count and
+// bytes. Folded (obsolete) continuation lines are refused.
+func readHeader(br *bufio.Reader) (textproto.MIMEHeader, error) {
+	h := textproto.MIMEHeader{}
+	total, n := 0, 0
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return nil, err
+		}
+		if line == "" {
+			return h, nil
+		}
+		total += len(line)
+		n++
+		if total > maxHeaderBytes || n > maxHeaders {
+			return nil, fmt.Errorf("more than %d header lines or %d header bytes", maxHeaders, maxHeaderBytes)
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return nil, errors.New("folded header line")
+		}
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k == "" || strings.ContainsAny(k, " \t") {
+			return nil, fmt.Errorf("malformed header line %q", clip(line))
+		}
+		key := textproto.CanonicalMIMEHeaderKey(k)
+		h[key] = append(h[key], strings.TrimSpace(v))
+	}
+}
+
 // readResponse reads one response, skipping 1xx answers. keep says whether
 // the connection can carry another request.
 func readResponse(br *bufio.Reader, method string, maxBody int64) (*Response, bool, error) {
-	tp := textproto.NewReader(br)
-	for {
-		line, err := tp.ReadLine()
+	for interim := 0; ; interim++ {
+		if interim > 8 {
+			return nil, false, errors.New("too many informational (1xx) responses")
+		}
+		line, err := readLine(br)
 		if err != nil {
 			return nil, false, fmt.Errorf("reading the status line: %w", err)
 		}
@@ -292,7 +354,7 @@ func readResponse(br *bufio.Reader, method string, maxBody int64) (*Response, bo
 		if err != nil || len(codeText) != 3 || code < 100 {
 			return nil, false, fmt.Errorf("malformed status code in %q", clip(line))
 		}
-		hdr, err := tp.ReadMIMEHeader()
+		hdr, err := readHeader(br)
 		if err != nil {
 			return nil, false, fmt.Errorf("reading the headers: %w", err)
 		}
@@ -359,9 +421,8 @@ func readLimited(r io.Reader, max int64) ([]byte, error) {
 // readChunked decodes a chunked body (RFC 9112 §7.1), trailers ignored.
 func readChunked(br *bufio.Reader, max int64) ([]byte, error) {
 	var out []byte
-	tp := textproto.NewReader(br)
 	for {
-		line, err := tp.ReadLine()
+		line, err := readLine(br)
 		if err != nil {
 			return nil, err
 		}
@@ -373,7 +434,7 @@ func readChunked(br *bufio.Reader, max int64) ([]byte, error) {
 		}
 		if size == 0 {
 			// Trailers end at an empty line.
-			if _, err := tp.ReadMIMEHeader(); err != nil {
+			if _, err := readHeader(br); err != nil {
 				return nil, fmt.Errorf("reading the trailers: %w", err)
 			}
 			return out, nil
@@ -386,7 +447,7 @@ func readChunked(br *bufio.Reader, max int64) ([]byte, error) {
 		if _, err := io.ReadFull(br, out[start:]); err != nil {
 			return nil, err
 		}
-		crlf, err := tp.ReadLine()
+		crlf, err := readLine(br)
 		if err != nil {
 			return nil, err
 		}

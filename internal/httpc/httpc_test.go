@@ -264,3 +264,23 @@ func BenchmarkRequest(b *testing.B) {
 		}
 	}
 }
+
+// A server that sends an endless status line, header or trailer is cut
+// off at a small bound instead of being buffered.
+func TestEndlessLinesBounded(t *testing.T) {
+	huge := strings.Repeat("a", 1<<20)
+	cases := map[string]string{
+		"status line":  "HTTP/1.1 200 " + huge + "\r\n\r\n",
+		"header":       "HTTP/1.1 200 OK\r\nX: " + huge + "\r\n\r\n",
+		"many headers": "HTTP/1.1 200 OK\r\n" + strings.Repeat("X-A: b\r\n", 200) + "\r\n",
+		"trailer":      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nT: " + huge + "\r\n\r\n",
+		"folded":       "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+		"1xx storm":    strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", 20),
+	}
+	for name, in := range cases {
+		_, _, err := readResponse(bufio.NewReaderSize(strings.NewReader(in), 16<<10), "GET", 1<<20)
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
