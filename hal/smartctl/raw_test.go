@@ -382,3 +382,25 @@ func TestTextCommandLineAndPrompt(t *testing.T) {
 		t.Error("a message mentioning smartctl taken for a command line")
 	}
 }
+
+// Text with many lines opening with "{" is read in linear time: 2 MiB of
+// them once took tens of seconds. Benchmarked, not timed: the test only
+// checks the answer, and BenchmarkJSONStartHostile shows the cost.
+func TestJSONStartManyBraceLines(t *testing.T) {
+	data := []byte(strings.Repeat("x\n{not json\n", 1000) + "\n{\"json_format_version\": [1, 0]}\n")
+	start, ok := jsonStart(data)
+	if !ok || data[start] != '{' || start != 2 {
+		t.Fatalf("start %d ok %v", start, ok)
+	}
+	if _, ok := jsonStart([]byte("x" + strings.Repeat("\n{", 1000))); ok {
+		t.Fatal("found JSON where there is none")
+	}
+}
+
+func BenchmarkJSONStartHostile(b *testing.B) {
+	data := []byte("x" + strings.Repeat("\n{", 1<<20))
+	b.SetBytes(int64(len(data)))
+	for i := 0; i < b.N; i++ {
+		jsonStart(data)
+	}
+}

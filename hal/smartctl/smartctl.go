@@ -102,17 +102,19 @@ func jsonStart(data []byte) (int, bool) {
 	if len(trimmed) > 0 && (trimmed[0] == '{' || looksLikeJSONArray(trimmed)) {
 		return len(data) - len(trimmed), true
 	}
-	for off := 0; ; {
-		i := bytes.Index(data[off:], []byte("\n{"))
-		if i < 0 {
-			return 0, false
-		}
-		start := off + i + 1
-		if bytes.Contains(data[start:], []byte(`"json_format_version"`)) {
-			return start, true
-		}
-		off = start
+	// The object starts at the first line opening with "{" that comes
+	// before smartctl's "json_format_version" key. Looking for the key
+	// once, from the end, keeps this linear in the input: searching after
+	// every such line would be quadratic on a hostile file.
+	last := bytes.LastIndex(data, []byte(`"json_format_version"`))
+	if last < 0 {
+		return 0, false
 	}
+	i := bytes.Index(data[:last], []byte("\n{"))
+	if i < 0 {
+		return 0, false
+	}
+	return i + 1, true
 }
 
 // looksLikeJSONArray tells a JSON array (not smartctl's, but the JSON
