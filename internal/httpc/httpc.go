@@ -129,11 +129,11 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		resp, keep, gotBytes, err := c.roundTrip(ctx, cn, req)
 		if err != nil {
 			cn.Close()
-			if reused && !gotBytes && attempt == 0 && ctx.Err() == nil {
+			if reused && !gotBytes && attempt == 0 && ctxErr(ctx) == nil {
 				continue
 			}
-			if ctx.Err() != nil {
-				return nil, fmt.Errorf("httpc: %s %s: %w", req.Method, req.URL.Redacted(), ctx.Err())
+			if cerr := ctxErr(ctx); cerr != nil {
+				return nil, fmt.Errorf("httpc: %s %s: %w", req.Method, req.URL.Redacted(), cerr)
 			}
 			return nil, fmt.Errorf("httpc: %s %s: %w", req.Method, req.URL.Redacted(), err)
 		}
@@ -144,6 +144,19 @@ func (c *Client) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 		return resp, nil
 	}
+}
+
+// ctxErr is ctx's error, also in the instant after its deadline passed
+// but before its timer fired: the connection's deadline, set to the same
+// time, can expire first.
+func ctxErr(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 func hostPort(u *url.URL) string {
