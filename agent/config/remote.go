@@ -15,9 +15,9 @@ type Remote struct {
 	// The host must be an IP address or localhost (no name to resolve).
 	Services    map[string]string `conf:"services"`
 	IdleTimeout time.Duration     `conf:"idle_timeout"`
-	// RelayHosts, when set, are the only hosts a request may name as its
-	// relay; empty allows any host, since the relay must still prove with
-	// a certificate from the vendor CA that it is the vendor's.
+	// RelayHosts are the only hosts a request may name as its relay; empty
+	// means the backend's own host ([backend] url). The relay must also
+	// prove with a certificate from the vendor CA that it is the vendor's.
 	RelayHosts []string `conf:"relay_hosts"`
 	MaxDuration time.Duration     `conf:"max_duration"`
 	// FetchPaths are the absolute files and folders the backend may fetch

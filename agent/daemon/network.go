@@ -54,8 +54,15 @@ func (d *daemon) runNetwork(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A request names its relay; unless the configuration lists relay hosts,
+	// only the backend's own host is accepted, so that a request cannot
+	// make the device dial (and send a TLS ClientHello to) any address.
+	remoteCfg := cfg.Remote
+	if len(remoteCfg.RelayHosts) == 0 {
+		remoteCfg.RelayHosts = []string{u.Hostname()}
+	}
 	rm, err := remote.New(remote.Options{
-		Config:   cfg.Remote,
+		Config:   remoteCfg,
 		StateDir: cfg.Device.StateDir,
 		RelayTLS: func(serverName string) (*tls.Config, error) {
 			return tlsconf.ClientWithSource(id.Roots(), id.Current, serverName)
