@@ -557,28 +557,32 @@ func pctEncode(s string, query bool) string {
 }
 
 // redact hides a pin-value in a URI that is about to be shown: every
-// "pin-value=" (any case) keeps its name and loses its value up to the
-// next & or ;.
+// attribute whose name, percent-decoded and in any case, is "pin-value"
+// keeps its name and loses its value.
 func redact(s string) string {
-	const key = "pin-value="
 	var b strings.Builder
-	lower := strings.ToLower(s)
-	i := 0
-	for {
-		j := strings.Index(lower[i:], key)
-		if j < 0 {
-			b.WriteString(s[i:])
-			return b.String()
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && s[i] != '?' && s[i] != ';' && s[i] != '&' && s[i] != ':' {
+			continue
 		}
-		start := i + j + len(key)
-		b.WriteString(s[i:start])
-		b.WriteString("REDACTED")
-		end := start
-		for end < len(s) && s[end] != '&' && s[end] != ';' {
-			end++
+		attr := s[start:i]
+		if name, _, ok := strings.Cut(attr, "="); ok {
+			decoded, err := url.PathUnescape(name)
+			if err != nil {
+				decoded = name
+			}
+			if strings.EqualFold(strings.TrimSpace(decoded), "pin-value") {
+				attr = name + "=REDACTED"
+			}
 		}
-		i = end
+		b.WriteString(attr)
+		if i < len(s) {
+			b.WriteByte(s[i])
+		}
+		start = i + 1
 	}
+	return b.String()
 }
 
 // Redact hides any secret in a key URI (a pin-value) so it can be logged.
