@@ -54,6 +54,7 @@ func Inspect(dir string) (Report, error) {
 			recs, derr := decodeFile(data)
 			if derr != nil {
 				r.Damaged++
+				recs = salvageFile(data).recs // what the next start will recover
 			}
 			r.Files++
 			r.Events += len(recs)

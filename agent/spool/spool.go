@@ -248,9 +248,8 @@ func (s *Spool) recoverTemp(name string) (string, bool) {
 		s.log.Warn("spool: cannot read unfinished commit", "file", name, "err", err)
 		return "", false
 	}
-	recs, derr := decodeFile(data)
-	if derr != nil {
-		s.quarantine(name, fmt.Sprintf("unfinished commit (the agent stopped while writing it): %v", derr), recs)
+	if _, derr := decodeFile(data); derr != nil {
+		s.quarantine(name, fmt.Sprintf("unfinished commit (the agent stopped while writing it): %v", derr), salvageFile(data))
 		return "", false
 	}
 	final := strings.TrimPrefix(name, tmpPrefix)
@@ -278,7 +277,7 @@ func (s *Spool) loadFile(name string) {
 	}
 	recs, derr := decodeFile(data)
 	if derr != nil {
-		s.quarantine(name, derr.Error(), recs)
+		s.quarantine(name, derr.Error(), salvageFile(data))
 		return
 	}
 	f := &file{name: name, size: int64(len(data))}
@@ -305,9 +304,11 @@ func (s *Spool) loadFile(name string) {
 }
 
 // quarantine moves a damaged file aside with the reason next to it, and
-// spools again the intact events found before the damage. The caller
-// holds s.mu (or is Open, before anything else runs).
-func (s *Spool) quarantine(name, reason string, salvage []rawRecord) {
+// spools again every intact event in it (salvage.go: those after the
+// damage too). The .reason file and the log line say how many events were
+// recovered, how many were lost and where. The caller holds s.mu (or is
+// Open, before anything else runs).
+func (s *Spool) quarantine(name, reason string, sv salvaged) {
 	qdir := filepath.Join(s.dir, quarantineDir)
 	src := filepath.Join(s.dir, name)
 	dst := filepath.Join(qdir, strings.TrimPrefix(name, tmpPrefix))
@@ -318,17 +319,23 @@ func (s *Spool) quarantine(name, reason string, salvage []rawRecord) {
 	// Spool the intact events again first (the usual durable path), then
 	// move the damaged file: a crash in between leaves the damaged file in
 	// place to be looked at again, and the copies are recognised by id.
-	saved := s.respool(name, salvage)
+	saved := s.respool(name, sv.recs)
 	if err := os.Rename(src, dst); err != nil {
 		s.log.Error("spool: cannot quarantine damaged file; it is left in place and skipped", "file", name, "reason", reason, "err", err)
 		return
 	}
-	note := fmt.Sprintf("file: %s\nquarantined: %s\nreason: %s\nintact events spooled again: %d of %d found before the damage\n",
-		name, time.Now().UTC().Format(time.RFC3339), reason, saved, len(salvage))
+	where := " none found"
+	if len(sv.damage) > 0 {
+		where = "\n  " + sv.where("\n  ")
+	}
+	note := fmt.Sprintf("file: %s\nquarantined: %s\nreason: %s\n"+
+		"intact events recovered: %d, spooled again: %d\nevents lost: %s\ndamage:%s\n",
+		name, time.Now().UTC().Format(time.RFC3339), reason, len(sv.recs), saved, sv.lostText(), where)
 	_ = os.WriteFile(dst+".reason", []byte(note), 0o600)
 	_ = s.syncDir()
 	s.st.Quarantined++
-	s.log.Warn("spool: quarantined damaged file", "file", name, "to", dst, "reason", reason, "salvaged", saved)
+	s.log.Warn("spool: quarantined damaged file", "file", name, "to", dst, "reason", reason,
+		"recovered", len(sv.recs), "spooled_again", saved, "lost", sv.lostText(), "damage", sv.where("; "))
 }
 
 // respool writes intact events from a damaged file into a fresh file and
@@ -883,8 +890,7 @@ func (s *Spool) damagedAfterOpen(f *file, reason string, data []byte) {
 	f.live = 0
 	delete(s.files, f.name)
 	s.bytes -= f.size
-	recs, _ := decodeFile(data)
-	s.quarantine(f.name, reason, recs)
+	s.quarantine(f.name, reason, salvageFile(data))
 	s.wakeLocked()
 }
 
