@@ -44,7 +44,8 @@ func runFootprint(stdout, stderr io.Writer, args []string) int {
 		fmt.Fprintf(stderr, "dcsim footprint: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "footprint: after %s with %d drives and a %s heartbeat: resident %.1f MiB (peak %.1f MiB), %.2f CPU seconds per hour, %d heartbeats answered\n",
-		f.Duration, o.Drives, o.Heartbeat, float64(f.RSSKiB)/1024, float64(f.HighWaterKiB)/1024, f.CPUSecondsHour, f.Heartbeats)
+	mib := func(k int64) float64 { return float64(k) / 1024 }
+	fmt.Fprintf(stdout, "footprint: after %s with %d drives and a %s heartbeat: resident %.1f MiB (anonymous %.1f MiB, pages of the binary %.1f MiB; peak %.1f MiB), %.2f CPU seconds per hour, %d heartbeats answered\n",
+		f.Duration, o.Drives, o.Heartbeat, mib(f.RSSKiB), mib(f.AnonKiB), mib(f.FileKiB), mib(f.HighWaterKiB), f.CPUSecondsHour, f.Heartbeats)
 	return 0
 }

@@ -24,6 +24,8 @@ type FootprintOptions struct {
 type Footprint struct {
 	Duration       time.Duration
 	RSSKiB         int64   // resident memory at the end (VmRSS)
+	AnonKiB        int64   // of which anonymous: heap, stacks, runtime (RssAnon)
+	FileKiB        int64   // of which pages of the binary, clean and reclaimable (RssFile)
 	HighWaterKiB   int64   // peak resident memory (VmHWM)
 	CPUSecondsHour float64 // user+system CPU per hour, steady state
 	Heartbeats     int
@@ -85,12 +87,13 @@ func MeasureFootprint(ctx context.Context, o FootprintOptions, progress io.Write
 	if err != nil {
 		return nil, err
 	}
-	rss, hwm, err := memory(pid)
+	m, err := memory(pid)
 	if err != nil {
 		return nil, err
 	}
 	steady := o.Duration - warm
-	return &Footprint{Duration: o.Duration, RSSKiB: rss, HighWaterKiB: hwm, CPUSecondsHour: (cpu1 - cpu0) * float64(time.Hour) / float64(steady), Heartbeats: n}, nil
+	return &Footprint{Duration: o.Duration, RSSKiB: m["VmRSS"], AnonKiB: m["RssAnon"], FileKiB: m["RssFile"], HighWaterKiB: m["VmHWM"],
+		CPUSecondsHour: (cpu1 - cpu0) * float64(time.Hour) / float64(steady), Heartbeats: n}, nil
 }
 
 // cpuSeconds reads utime+stime of a process from /proc/PID/stat.
@@ -112,26 +115,22 @@ func cpuSeconds(pid int) (float64, error) {
 	return (utime + stime) / ticks, nil
 }
 
-// memory reads VmRSS and VmHWM in KiB.
-func memory(pid int) (rss, hwm int64, err error) {
+// memory reads the kB figures of /proc/PID/status.
+func memory(pid int) (map[string]int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	defer f.Close()
+	m := map[string]int64{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
+		if !ok || !strings.HasSuffix(v, " kB") {
 			continue
 		}
 		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		switch k {
-		case "VmRSS":
-			rss = n
-		case "VmHWM":
-			hwm = n
-		}
+		m[k] = n
 	}
-	return rss, hwm, sc.Err()
+	return m, sc.Err()
 }
