@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,14 +94,85 @@ func (m *Manager) script(ctx context.Context, workID string, s work.Script) (boo
 	return result(r.Status == "ok", detail, r)
 }
 
-// ErrNoIsolation means a script could not be cut off from the network, so
-// it was not run.
-var ErrNoIsolation = errors.New("cannot run the script without network access: creating a network namespace was refused")
+// ErrNoIsolation means a script could not be cut off from the network and
+// the host's processes, so it was not run.
+var ErrNoIsolation = errors.New("cannot run the script isolated from the network and the host's processes")
 
-// RunIsolated runs content with /bin/sh in new network and PID namespaces,
-// at most limit long, keeping at most maxOutput bytes of its combined
-// output. dir holds a private folder per run (removed afterwards). The
-// error is for a script that could not be started at all.
+// sandboxArg0 is the argv[0] under which the agent's own binary, started
+// by RunIsolated in fresh namespaces, prepares them and then executes the
+// shell (see init and enterSandbox).
+const sandboxArg0 = "dcagent-script-sandbox"
+
+// sandboxStatusFD is the descriptor on which the sandbox reports why it
+// could not prepare the namespaces. It is close-on-exec, so when the shell
+// starts the parent reads end-of-file and nothing else.
+const sandboxStatusFD = 3
+
+// capSysAdmin is CAP_SYS_ADMIN (linux/capability.h).
+const capSysAdmin = 21
+
+func init() {
+	// Runs before main in every binary that links this package (the agent
+	// and its test binaries): the sandbox step must happen after clone and
+	// before the shell, and Go gives no hook in between.
+	if len(os.Args) >= 2 && os.Args[0] == sandboxArg0 {
+		enterSandbox(os.Args[1:])
+	}
+}
+
+// enterSandbox runs as PID 1 of the script's new namespaces. It makes every
+// mount private (nothing done here propagates to the host), mounts a proc
+// of the new PID namespace over /proc (host processes are not visible),
+// drops CAP_SYS_ADMIN from the bounding set (the shell, root of its own
+// user namespace, cannot unmount that /proc to uncover the host's) and
+// executes argv. It never returns.
+func enterSandbox(argv []string) {
+	if os.Getpid() != 1 {
+		// Not started by RunIsolated: touch nothing.
+		fmt.Fprintln(os.Stderr, sandboxArg0+": not the first process of a new PID namespace; refusing")
+		os.Exit(126)
+	}
+	status := os.NewFile(sandboxStatusFD, "sandbox-status")
+	fail := func(step string, err error) {
+		fmt.Fprintf(status, "%s: %v", step, err)
+		os.Exit(126)
+	}
+	// The bounding set is per thread, and execve keeps the calling
+	// thread's: drop and execute on the same one.
+	runtime.LockOSThread()
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		fail("make mounts private", err)
+	}
+	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
+		fail("mount /proc of the new PID namespace", err)
+	}
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_CAPBSET_DROP, capSysAdmin, 0); errno != 0 {
+		fail("drop CAP_SYS_ADMIN", errno)
+	}
+	syscall.CloseOnExec(sandboxStatusFD)
+	err := syscall.Exec(argv[0], argv, os.Environ())
+	fail("execute "+argv[0], err)
+}
+
+// RunIsolated runs content with /bin/sh at most limit long, keeping at
+// most maxOutput bytes of its combined output, in new user, network, PID
+// and mount namespaces:
+//
+//   - user: uid and gid 0 inside map to the caller's (0 when the agent
+//     runs as root, so the script can read root-owned files). The script
+//     has no capability in the host's user namespace, so the kernel
+//     refuses it setns(2) into the host's network or PID namespace, even
+//     when it finds a handle to them.
+//   - network: only a loopback interface, down; the script reaches nothing.
+//   - PID: the shell is PID 1, and when it exits or is killed the kernel
+//     kills every process it left behind.
+//   - mount: private propagation and its own /proc, which lists only the
+//     script's processes.
+//
+// dir holds a private folder per run (removed afterwards). The error is
+// for a script that could not be started at all; ErrNoIsolation when the
+// kernel refused the namespaces (for example unprivileged user namespaces
+// disabled for a non-root agent).
 func RunIsolated(ctx context.Context, dir string, content []byte, limit time.Duration, maxOutput int64, env []string) (*ScriptResult, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -113,35 +186,42 @@ func RunIsolated(ctx context.Context, dir string, content []byte, limit time.Dur
 	if err := os.WriteFile(file, content, 0o500); err != nil {
 		return nil, err
 	}
-	out := &cappedBuffer{max: maxOutput}
-	run := func(attr *syscall.SysProcAttr) (*exec.Cmd, error) {
-		cmd := exec.Command(scriptShell, file)
-		cmd.Dir = work
-		cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "LANG=C", "TMPDIR=" + work}, env...)
-		cmd.Stdout, cmd.Stderr = out, out
-		cmd.SysProcAttr = attr
-		cmd.WaitDelay = 2 * time.Second
-		return cmd, cmd.Start()
-	}
-	// A new network namespace has only a loopback interface, and it is
-	// down: the script reaches nothing. In a new PID namespace the shell
-	// is PID 1, and when it exits or is killed the kernel kills every
-	// process it left behind.
-	attr := &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
-	cmd, err := run(attr)
-	if err != nil && errors.Is(err, syscall.EPERM) && os.Geteuid() != 0 {
-		// Not root: an unprivileged user namespace can own the new
-		// namespaces, where the kernel allows it.
-		attr.Cloneflags |= syscall.CLONE_NEWUSER
-		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: os.Geteuid(), HostID: os.Geteuid(), Size: 1}}
-		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: os.Getegid(), HostID: os.Getegid(), Size: 1}}
-		cmd, err = run(attr)
-	}
+	statusR, statusW, err := os.Pipe()
 	if err != nil {
-		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) {
-			return nil, fmt.Errorf("%w (%v)", ErrNoIsolation, err)
+		return nil, err
+	}
+	defer statusR.Close()
+	out := &cappedBuffer{max: maxOutput}
+	// The agent's own binary, whatever its path now (it may have been
+	// replaced on disk by an update).
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = []string{sandboxArg0, scriptShell, file}
+	cmd.Dir = work
+	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/", "LANG=C", "TMPDIR=" + work}, env...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.ExtraFiles = []*os.File{statusW} // descriptor 3 = sandboxStatusFD
+	cmd.WaitDelay = 2 * time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags:  syscall.CLONE_NEWUSER | syscall.CLONE_NEWNET | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}},
+		Pdeathsig:   syscall.SIGKILL,
+	}
+	err = cmd.Start()
+	statusW.Close()
+	if err != nil {
+		if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EUSERS) || errors.Is(err, syscall.EACCES) {
+			return nil, fmt.Errorf("%w: creating the namespaces was refused (%v)", ErrNoIsolation, err)
 		}
 		return nil, fmt.Errorf("start %s: %w", scriptShell, err)
+	}
+	// End of file as soon as the shell is executed; a reason if the
+	// sandbox could not be prepared (then the script never ran).
+	reason, _ := io.ReadAll(io.LimitReader(statusR, 4096))
+	if len(reason) > 0 {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("%w: %s", ErrNoIsolation, reason)
 	}
 	start := time.Now()
 	done := make(chan error, 1)

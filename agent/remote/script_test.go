@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -264,4 +265,101 @@ func TestScriptWithoutRoot(t *testing.T) {
 		t.Fatalf("unexpected: %s", s)
 	}
 	t.Logf("as nobody: %s", strings.SplitN(s, "\n", 2)[0])
+}
+
+// A script running as root tries to leave its namespaces: through a handle
+// on the host's network namespace (bind-mounted where it can see it, so
+// the kernel's setns check itself is tested), through any process
+// /proc shows in another namespace, and by unmounting its /proc. Every way
+// fails, and its ordinary output still comes back.
+func TestScriptCannotLeaveItsNamespaces(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs the script as root, as the daemon does (CI runs tests as root)")
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Fatalf("nsenter (util-linux) is needed to attempt the escape: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	// A handle on this process's network namespace, reachable from the
+	// script's mount namespace (a copy of this one).
+	hostNet := filepath.Join(t.TempDir(), "net")
+	if err := os.WriteFile(hostNet, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount(fmt.Sprintf("/proc/%d/ns/net", os.Getpid()), hostNet, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatalf("bind the host's network namespace: %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(hostNet, syscall.MNT_DETACH) })
+	self, _ := os.ReadFile("/proc/self/cmdline")
+	// The script only tries to unmount its /proc in a mount namespace of
+	// its own: never this one's.
+	hostMnt, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := fmt.Sprintf(`echo hello pid=$$ uid=$(id -u)
+%[1]s dial-helper %[2]s
+%[3]s --net=%[4]s %[1]s dial-helper %[2]s; echo via-handle-net-exit=$?
+me=$(readlink /proc/self/ns/net)
+for p in /proc/[0-9]*; do
+	n=$(readlink $p/ns/net 2>/dev/null) || continue
+	[ "$n" != "$me" ] && { echo other-netns=${p#/proc/}; %[3]s -t ${p#/proc/} -n %[1]s dial-helper %[2]s; }
+done
+if [ "$(readlink /proc/self/ns/mnt)" = "%[6]s" ]; then echo SAME-MOUNT-NS; else umount /proc && echo UMOUNTED-PROC; fi
+echo test-process-cmdline=$(tr '\0' ' ' < /proc/%[5]d/cmdline 2>/dev/null)
+`, os.Args[0], ln.Addr(), nsenter, hostNet, os.Getpid(), hostMnt)
+	r, err := RunIsolated(context.Background(), filepath.Join(t.TempDir(), "run"), []byte(body), 20*time.Second, 1<<16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := r.Output
+	t.Logf("status %s exit %d:\n%s", r.Status, r.ExitCode, out)
+	if !strings.Contains(out, "hello pid=1 uid=0") {
+		t.Fatalf("the script did not run as root, PID 1 of its namespace, or its output is lost:\n%s", out)
+	}
+	if strings.Contains(out, "DIAL OK") || !strings.Contains(out, "DIAL FAILED") {
+		t.Errorf("the script reached the host's loopback service")
+	}
+	if strings.Contains(out, "via-handle-net-exit=0") || !strings.Contains(out, "via-handle-net-exit=") {
+		t.Errorf("setns into the host's network namespace was not refused")
+	}
+	if strings.Contains(out, "other-netns=") {
+		t.Errorf("the script's /proc shows a process in another network namespace")
+	}
+	if strings.Contains(out, "SAME-MOUNT-NS") {
+		t.Errorf("the script runs in the host's mount namespace")
+	}
+	if strings.Contains(out, "UMOUNTED-PROC") {
+		t.Errorf("the script could unmount its /proc")
+	}
+	if bin := strings.TrimRight(strings.SplitN(string(self), "\x00", 2)[0], "\x00"); strings.Contains(out, "test-process-cmdline="+bin) {
+		t.Errorf("the script sees this test process (a host process) in /proc")
+	}
+}
+
+// The sandbox step changes mounts, so it refuses to act anywhere but as PID
+// 1 of a new PID namespace (never in the host's mount namespace, whoever
+// starts the binary under that name).
+func TestSandboxRefusesOutsideItsNamespaces(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Args = []string{sandboxArg0, "/bin/echo", "RAN"}
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 126 || strings.Contains(string(out), "RAN") || !strings.Contains(string(out), "not the first process of a new PID namespace") {
+		t.Fatalf("err %v, output %q", err, out)
+	}
 }
