@@ -297,3 +297,60 @@ func TestDaemonTPMRestart(t *testing.T) {
 		t.Fatalf("audit verify: %s", out)
 	}
 }
+
+// The state directory's disk fills up: the daemon keeps running and
+// heartbeating, says what is wrong in its status, and events flow again
+// once there is room; the audit log still verifies.
+func TestDaemonFullDisk(t *testing.T) {
+	l := newLab(t, LabOptions{Degrade: "1", Tick: time.Second, StateTmpfs: 8 << 20})
+	state := filepath.Join(l.Dir, "state")
+	// Fill the filesystem to the last block.
+	filler := filepath.Join(state, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	l.RunHardware(nil)
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := agentStatus(t, l)
+		if strings.Contains(st.Spool.LastError, "no space") || strings.Contains(st.Spool.LastError, "full") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the full disk was never reported: %+v", st.Spool)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := l.WaitHeartbeats(ctx, 2); err != nil {
+		t.Fatalf("heartbeats stopped on a full disk: %v", err)
+	}
+	if l.agent == nil || l.agent.ProcessState != nil {
+		t.Fatal("the agent exited on a full disk")
+	}
+	before := l.Backend.Events.Count()
+
+	os.Remove(filler)
+	for l.Backend.Events.Count() == before {
+		if ctx.Err() != nil {
+			t.Fatalf("no event arrived after space was freed (%d before)", before)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if err := l.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if out := auditVerify(t, l); !strings.Contains(out, "audit log OK") {
+		t.Fatalf("audit verify after a full disk: %s", out)
+	}
+}

@@ -59,6 +59,9 @@ type LabOptions struct {
 	Degrade string
 	// Keep leaves the lab's folder in place.
 	Keep bool
+	// StateTmpfs, when not zero, mounts a tmpfs of that many bytes as the
+	// agent's state directory (tests of a full disk; needs root).
+	StateTmpfs int64
 	// Logger gets the backend's and the TPM's lines; nil discards.
 	Logger *slog.Logger
 }
@@ -75,6 +78,7 @@ type Lab struct {
 	Console  string // the local "web console" the remote session reaches
 
 	opts      LabOptions
+	mounted   string
 	console   *http.Server
 	agent     *exec.Cmd
 	agentLog  *os.File
@@ -136,6 +140,16 @@ func NewLab(ctx context.Context, o LabOptions) (_ *Lab, err error) {
 	}
 	if err := l.startConsole(); err != nil {
 		return nil, err
+	}
+	if o.StateTmpfs > 0 {
+		state := filepath.Join(dir, "state")
+		if err := os.MkdirAll(state, 0o700); err != nil {
+			return nil, err
+		}
+		if err := syscall.Mount("tmpfs", state, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", o.StateTmpfs)); err != nil {
+			return nil, fmt.Errorf("mounting a tmpfs for the state directory: %w", err)
+		}
+		l.mounted = state
 	}
 	if err := l.writeConfig(); err != nil {
 		return nil, err
@@ -327,6 +341,9 @@ func (l *Lab) Close() {
 	}
 	if l.TPM != nil {
 		l.TPM.Stop()
+	}
+	if l.mounted != "" {
+		syscall.Unmount(l.mounted, syscall.MNT_DETACH)
 	}
 	if !l.opts.Keep {
 		os.RemoveAll(l.Dir)
