@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/dcagent/dcagent/agent/audit"
@@ -121,7 +122,9 @@ func (m *Manager) allowedPath(p string) (*os.Root, string, error) {
 }
 
 // openRegular opens rel under root: a regular file (not a link) of at most
-// max bytes.
+// max bytes. The Lstat refuses anything else before it is opened (opening
+// a device can have effects of its own), and openChecked checks again on
+// the opened file, since rel can be replaced between the two.
 func openRegular(root *os.Root, rel string, max int64) (io.ReadCloser, int64, error) {
 	li, err := root.Lstat(rel)
 	if err != nil {
@@ -130,7 +133,18 @@ func openRegular(root *os.Root, rel string, max int64) (io.ReadCloser, int64, er
 	if li.Mode()&fs.ModeSymlink != 0 {
 		return nil, 0, fmt.Errorf("%s is a symbolic link: not followed", rel)
 	}
-	f, err := root.Open(rel)
+	if !li.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s is %s, not a regular file", rel, fileKind(li.Mode()))
+	}
+	return openChecked(root, rel, max)
+}
+
+// openChecked opens rel under root without blocking and keeps it only if
+// the opened file is regular and at most max bytes. O_NONBLOCK matters for
+// a named pipe: a blocking open waits for a writer, holding the work item
+// and the manager's Close with it. On a regular file it changes nothing.
+func openChecked(root *os.Root, rel string, max int64) (io.ReadCloser, int64, error) {
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, cleanRootErr(err)
 	}
@@ -141,13 +155,32 @@ func openRegular(root *os.Root, rel string, max int64) (io.ReadCloser, int64, er
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return nil, 0, fmt.Errorf("%s is not a regular file", rel)
+		return nil, 0, fmt.Errorf("%s is %s, not a regular file (it changed while being opened)", rel, fileKind(fi.Mode()))
 	}
 	if fi.Size() > max {
 		f.Close()
 		return nil, 0, fmt.Errorf("%s is %d bytes, more than [remote] fetch_max_bytes (%d)", rel, fi.Size(), max)
 	}
 	return f, fi.Size(), nil
+}
+
+// fileKind names a file type for a refusal.
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m&fs.ModeSymlink != 0:
+		return "a symbolic link"
+	case m.IsDir():
+		return "a folder"
+	}
+	return "not a regular file"
 }
 
 // cleanRootErr says plainly that os.Root refused a path leaving its folder.

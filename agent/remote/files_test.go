@@ -11,7 +11,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dcagent/dcagent/agent/audit"
 	"github.com/dcagent/dcagent/agent/event"
@@ -234,5 +236,111 @@ func TestFilePut(t *testing.T) {
 	f2.m.vendorKey, f2.m.keyErr = nil, os.ErrNotExist
 	if r := f2.m.Handle(context.Background(), item(work.KindFilePut, work.FilePut{Name: "a", Content: []byte("x")})); r.OK || !strings.Contains(r.Detail, "no vendor key") {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// unblockFIFO opens a named pipe for writing and closes it, which releases
+// a reader stuck in a blocking open (so a failing test does not hang).
+func unblockFIFO(p string) {
+	if w, err := os.OpenFile(p, os.O_WRONLY, 0); err == nil {
+		w.Close()
+	}
+}
+
+// A named pipe in a fetch folder is refused at once with a reason that says
+// what it is, and the manager still closes: opening it must not wait for a
+// writer.
+func TestFileFetchRefusesFIFO(t *testing.T) {
+	logs := t.TempDir()
+	fifo := filepath.Join(logs, "pipe.log")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, "all file-fetch allow\n", func(c *Remote) { c.FetchPaths = []string{logs} })
+	ch := f.handleAsync(item(work.KindFileFetch, work.FileFetch{Path: fifo}))
+	var r work.Result
+	select {
+	case r = <-ch:
+	case <-time.After(20 * time.Second):
+		unblockFIFO(fifo)
+		<-ch
+		t.Fatal("fetching a named pipe still blocked after 20s")
+	}
+	if r.OK || !strings.Contains(r.Detail, "pipe.log is a named pipe (FIFO), not a regular file") {
+		t.Fatalf("%+v", r)
+	}
+	if recs := f.records(t, audit.KindFileFetch); len(recs) != 1 || recs[0].Fields["status"] != "refused" || !strings.Contains(recs[0].Fields["reason"], "named pipe") {
+		t.Fatalf("fetch records %+v", recs)
+	}
+	if len(f.sink.all()) != 0 {
+		t.Fatal("chunks were sent for a named pipe")
+	}
+	// The support bundle leaves it out and says so.
+	ch = f.handleAsync(item(work.KindFileFetch, work.FileFetch{Path: BundlePath}))
+	select {
+	case r = <-ch:
+	case <-time.After(20 * time.Second):
+		unblockFIFO(fifo)
+		<-ch
+		t.Fatal("the support bundle still blocked on a named pipe after 20s")
+	}
+	if !r.OK {
+		t.Fatal(r.Detail)
+	}
+	closed := make(chan struct{})
+	go func() { f.m.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(20 * time.Second):
+		unblockFIFO(fifo)
+		t.Fatal("Manager.Close still blocked after 20s")
+	}
+}
+
+// A file that was regular when listed or checked but is a named pipe by the
+// time it is opened (swapped in between): the open does not block, and the
+// opened file is refused.
+func TestOpenCheckedRefusesSwappedFIFO(t *testing.T) {
+	dir := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(dir, "app.log"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	type result struct {
+		f   io.ReadCloser
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, _, err := openChecked(root, "app.log", 1<<20)
+		done <- result{f, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err == nil {
+			r.f.Close()
+			t.Fatal("a named pipe was opened for reading as a file")
+		}
+		if !strings.Contains(r.err.Error(), "app.log is a named pipe (FIFO), not a regular file (it changed while being opened)") {
+			t.Fatalf("reason: %v", r.err)
+		}
+	case <-time.After(20 * time.Second):
+		unblockFIFO(filepath.Join(dir, "app.log"))
+		<-done
+		t.Fatal("opening a named pipe blocked for 20s")
+	}
+	// A regular file still opens, whole.
+	os.WriteFile(filepath.Join(dir, "ok.log"), []byte("fine\n"), 0o600)
+	f, size, err := openChecked(root, "ok.log", 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if b, _ := io.ReadAll(f); size != 5 || string(b) != "fine\n" {
+		t.Fatalf("read %q (size %d)", b, size)
 	}
 }
