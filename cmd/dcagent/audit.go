@@ -10,8 +10,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dcagent/dcagent/agent/audit"
 	"github.com/dcagent/dcagent/agent/config"
@@ -326,12 +328,15 @@ func runAuditShow(env *cmdEnv, args []string) int {
 	return status
 }
 
-// formatRecord is one line for a person.
+// formatRecord is one line for a person. The actor and field values come
+// from the backend and from whoever asked for a session: every text is
+// shown through showText, so none can start a line of its own, move the
+// cursor or hide what follows.
 func formatRecord(r audit.Record) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "#%-6d %s  %-22s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), r.Kind)
+	fmt.Fprintf(&b, "#%-6d %s  %-22s", r.Seq, r.Time.Local().Format("2006-01-02 15:04:05"), showText(r.Kind))
 	if r.Actor != "" {
-		fmt.Fprintf(&b, " by %s", r.Actor)
+		fmt.Fprintf(&b, " by %s", showText(r.Actor))
 	}
 	keys := make([]string, 0, len(r.Fields))
 	for k := range r.Fields {
@@ -343,12 +348,23 @@ func formatRecord(r audit.Record) string {
 		if v == "" {
 			continue
 		}
-		if strings.ContainsAny(v, " \t\"") {
-			v = fmt.Sprintf("%q", v)
-		}
-		fmt.Fprintf(&b, " %s=%s", k, v)
+		fmt.Fprintf(&b, " %s=%s", showText(k), showText(v))
 	}
 	return b.String()
+}
+
+// showText returns s as it is when every character in it is printable and
+// none is a space, quote or backslash; otherwise a Go-quoted string, in
+// which newlines, escape characters, other C0 and C1 controls, Unicode
+// format characters (bidirectional overrides, zero-width) and invalid
+// UTF-8 show as visible escapes (\n, \x1b, \u009b, \u202e).
+func showText(s string) string {
+	for _, c := range s {
+		if c == ' ' || c == '"' || c == '\\' || c == utf8.RuneError || !strconv.IsPrint(c) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // auditChecks are dcagent diag's checks of the audit log.

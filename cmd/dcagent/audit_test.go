@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/dcagent/dcagent/agent/audit"
 	"github.com/dcagent/dcagent/agent/config"
@@ -243,3 +244,39 @@ func TestAuditAndPolicyDiagChecks(t *testing.T) {
 type diagCheck = diag.Check
 
 func loadConfigFile(p string) (*config.Config, error) { return config.Load(p) }
+
+// Text from the backend or a requester cannot forge a line of audit show,
+// move the terminal's cursor or hide text: control and format characters
+// in the actor, the field names and values show as escapes.
+func TestFormatRecordEscapesControlCharacters(t *testing.T) {
+	r := audit.Record{Seq: 7, Time: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC), Kind: audit.KindSessionStart,
+		Actor: "eng@vendor\n#8      2025-03-01 13:00:00  remote.session.end     by eng@vendor",
+		Fields: map[string]string{
+			"service_request": "SR-1\x1b[2K\x1b[1A",
+			"session":         "S1",
+			"note":            "csi\u009b2Jnel\u0085bidi\u202eevil\u200bzw\rcr\x00nul\x7fdel",
+			"path":            `C:\n`,
+			"bad\nkey":        "v",
+			"raw":             "\xff\xfe",
+		}}
+	line := formatRecord(r)
+	t.Logf("%s", line)
+	for _, c := range line {
+		if c < 0x20 || c == 0x7f || (c >= 0x80 && c <= 0x9f) || c == 0x200b || c == 0x202e || c == utf8.RuneError {
+			t.Fatalf("control or format character %U reaches the output: %q", c, line)
+		}
+	}
+	for _, want := range []string{
+		`by "eng@vendor\n#8      2025-03-01 13:00:00  remote.session.end     by eng@vendor"`,
+		`service_request="SR-1\x1b[2K\x1b[1A"`,
+		`note="csi\u009b2Jnel\u0085bidi\u202eevil\u200bzw\rcr\x00nul\x7fdel"`,
+		`path="C:\\n"`, // a backslash typed as such is not mistaken for an escape
+		`"bad\nkey"=v`,
+		`raw="\xff\xfe"`,
+		" session=S1",
+	} {
+		if !strings.Contains(line, want) {
+			t.Errorf("missing %s in\n%s", want, line)
+		}
+	}
+}
