@@ -44,8 +44,12 @@
 //     --against FILE`) checks the local log against that copy: any record
 //     the server received and that was changed, removed or cut off later,
 //     even with the whole chain recomputed, and any whole log removed, is
-//     reported. Until a record reaches the server, only the head file
-//     protects it, and the head file can be rewritten.
+//     reported. Records of an earlier log must still be in the file it was
+//     set aside in (audit.log.broken-*), unchanged: what the current log's
+//     first record claims about its predecessor is written by whoever can
+//     write the files, so it accounts for nothing by itself. Until a
+//     record reaches the server, only the head file protects it, and the
+//     head file can be rewritten.
 //
 // The two combine: with both, the TPM pins the length and the syslog copy
 // the content.
@@ -63,8 +67,12 @@
 //     that without a key the attacker cannot use; stream to syslog.
 //   - Deleting the whole log and its head file makes Open start a new log.
 //     The new log's first record carries the counter value it started at,
-//     and the syslog copy then holds a log that no later log names as its
-//     predecessor, which CompareWithCopy reports.
+//     and the syslog copy then holds records of a log the device no longer
+//     has, which CompareWithCopy reports. The same holds for a log set
+//     aside as broken whose file is then deleted, and for a forged log
+//     that names the real one as its predecessor.
+//   - A log that replaced a broken one says so in its first record for
+//     its whole life (Report.Previous), whatever the daemon remembers.
 //
 // Open verifies the whole log at start. A log that fails is set aside and
 // a new one begins (the daemon keeps recording; Recovered returns what was

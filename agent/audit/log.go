@@ -139,15 +139,17 @@ func (l *Log) recover() error {
 		}
 		vopts.Counter, vopts.HaveCounter = c, true
 	}
-	var rep *Report
+	// Verified even when the head file is damaged: a log set aside must
+	// be named (its id and last good record) by the log that replaces it,
+	// so that the syslog copy's records of it stay accounted for.
+	if _, err := l.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
+	rep, err := Verify(l.f, vopts)
+	if err != nil && !errors.As(err, &te) {
+		return err
+	}
 	if problem == nil {
-		if _, err := l.f.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("audit: %w", err)
-		}
-		rep, err = Verify(l.f, vopts)
-		if err != nil && !errors.As(err, &te) {
-			return err
-		}
 		problem = rep.Problem
 	}
 	if problem != nil {

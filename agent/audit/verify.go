@@ -55,8 +55,61 @@ type Report struct {
 	// It is not tampering (a shorter log is what the counter guards
 	// against); Open catches the counter up and records that it did.
 	CounterBehind uint64
+	// Previous is what the first record says about a log this one
+	// replaced (nil when it started afresh): the daemon set that log aside
+	// because it failed verification. It stays true of the log for its
+	// whole life, unlike Log.Recovered, which only the daemon that did it
+	// remembers.
+	Previous *PreviousLog
 	// Problem is the first thing wrong, nil when the log verifies.
 	Problem *TamperError
+}
+
+// PreviousLog is what a log's first record says about the log it replaced.
+type PreviousLog struct {
+	// LogID is the replaced log's id; LastSeq its last good record.
+	LogID   string `json:"log_id,omitempty"`
+	LastSeq string `json:"last_seq,omitempty"`
+	// File is the name, in the audit directory, the replaced log was kept
+	// under (audit.log.broken-<time>).
+	File string `json:"file,omitempty"`
+	// Problem is why it failed verification.
+	Problem string `json:"problem,omitempty"`
+}
+
+// previousOf reads a first record's account of the log it replaced.
+func previousOf(first Record) *PreviousLog {
+	if first.Kind != KindStart {
+		return nil
+	}
+	p := &PreviousLog{LogID: first.Fields["previous_log_id"], LastSeq: first.Fields["previous_last_seq"], File: first.Fields["previous_file"], Problem: first.Fields["previous_problem"]}
+	if *p == (PreviousLog{}) {
+		return nil
+	}
+	return p
+}
+
+// ReadPrevious reads the first record of the log at path and returns what
+// it says about a log it replaced (nil when none). It checks nothing else:
+// that is Verify's job.
+func ReadPrevious(path string) (*PreviousLog, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	defer f.Close()
+	var prev *PreviousLog
+	errFirst := errors.New("first record read")
+	err = Scan(f, func(_ int, rec Record, rerr error) error {
+		if rerr == nil {
+			prev = previousOf(rec)
+		}
+		return errFirst
+	})
+	if err != nil && err != errFirst {
+		return nil, fmt.Errorf("audit: read %s: %w", path, err)
+	}
+	return prev, nil
 }
 
 // OK reports whether the log verified.
@@ -144,6 +197,7 @@ func (v *verifier) line(line []byte) bool {
 	if v.lineNo == 1 {
 		v.rep.First = rec
 		v.rep.LogID = rec.Fields["log_id"]
+		v.rep.Previous = previousOf(rec)
 	}
 	if h := v.opts.Head; h != nil && rec.Seq == h.Seq {
 		v.headSeen = true
