@@ -22,6 +22,13 @@
 // once even when a reply or an acknowledgement is lost; results are sent
 // until the backend confirms them.
 //
+// Heartbeats sooner than the interval (an acknowledgement of new work, a
+// result, Reply.More) are paced (pacing.go): a few per interval at most,
+// so that no backend, however it misbehaves, can drive the agent into a
+// flood. Work items run with slots per class of work, so that remote
+// sessions, which last hours, never hold up a collect_now or a policy
+// update.
+//
 // The wire types (wire.go) are shared with the reference backend in
 // sim/heartbeat.
 package heartbeat
@@ -79,12 +86,24 @@ type Options struct {
 	// summary. CertNotAfter is filled from Certificate when left zero.
 	Telemetry func() Telemetry
 	// Work runs one work item and returns its result; the heartbeat
-	// delivers each item once. It runs on a goroutine of its own (at most
-	// MaxConcurrentWork at a time) and must return when ctx ends. nil
-	// answers every item with a failure.
+	// delivers each item once. It runs on a goroutine of its own (within
+	// the bounds below) and must return when ctx ends. nil answers every
+	// item with a failure.
 	Work func(ctx context.Context, it work.Item) work.Result
-	// MaxConcurrentWork bounds Work calls running at once; 0 means 4.
+	// Work calls running at once are bounded per class of work, each
+	// class with slots of its own, so that items that last long never
+	// hold up short ones (pacing.go: classOf).
+	//
+	// MaxConcurrentWork bounds quick items (collect_now, policy_update,
+	// config_update, unknown kinds); 0 means 4.
 	MaxConcurrentWork int
+	// MaxSlowWork bounds diagnostic scripts and file transfers; 0 means 2.
+	MaxSlowWork int
+	// MaxSessions bounds remote_access items (a session lasts hours, and
+	// its consent ask waits for its timeout); 0 means 16, above the
+	// remote-access part's own bound, which refuses an extra session with
+	// a reason.
+	MaxSessions int
 	// StateDir is where taken work ids are kept (WorkStateFile); empty
 	// keeps them in memory only. The daemon passes Device.StateDir.
 	StateDir string
@@ -165,7 +184,7 @@ type Client struct {
 	netLast netEvent
 
 	results chan work.Result
-	sem     chan struct{}
+	slots   [numWorkClasses]chan struct{}
 	workers sync.WaitGroup
 
 	// Owned by the Run goroutine.
@@ -178,7 +197,13 @@ type Client struct {
 	dtlsTrack     *tracker
 	httpsTrack    *tracker
 	ws            *workState
-	moreWork      bool
+	moreWork      bool // the last reply said More
+	newWork       bool // the last reply brought work not taken before
+	pace          *pacer
+	emptyMoreNext time.Time // a More without new work is followed again from then
+	misRedelivery misbehaviour
+	misMore       misbehaviour
+	misEarly      misbehaviour
 	teleSent      *Telemetry // last telemetry a reply confirmed
 	teleAt        time.Time
 	teleResend    bool // new session or channel: send it in full once
@@ -248,11 +273,16 @@ func New(opts Options) (*Client, error) {
 	if c.udpAddr == "" && be.URL == "" {
 		return nil, errors.New("heartbeat: [backend] heartbeat_addr and url are both empty: nowhere to send heartbeats")
 	}
-	n := opts.MaxConcurrentWork
-	if n <= 0 {
-		n = 4
+	slots := func(n, def int) chan struct{} {
+		if n <= 0 {
+			n = def
+		}
+		return make(chan struct{}, n)
 	}
-	c.sem = make(chan struct{}, n)
+	c.slots[classQuick] = slots(opts.MaxConcurrentWork, defaultQuickSlots)
+	c.slots[classSlow] = slots(opts.MaxSlowWork, defaultSlowSlots)
+	c.slots[classSession] = slots(opts.MaxSessions, defaultSessionSlots)
+	c.pace = newPacer(cfg.Interval)
 
 	if c.udpAddr != "" {
 		host, _, err := net.SplitHostPort(c.udpAddr)
@@ -440,11 +470,11 @@ const (
 	wakeTime wake = iota
 	wakeCtx
 	wakeNet
-	wakePrompt
 )
 
-// sleepUntil waits for t, a network change, a finished work item or the
-// end. Late DTLS replies are taken meanwhile.
+// sleepUntil waits for t, a network change or the end. A finished work
+// item brings t forward (within the pacing budget) so that its result
+// goes soon; late DTLS replies are taken meanwhile.
 func (c *Client) sleepUntil(ctx context.Context, t time.Time) wake {
 	for {
 		d := time.Until(t)
@@ -467,7 +497,9 @@ func (c *Client) sleepUntil(ctx context.Context, t time.Time) wake {
 		case r := <-c.results:
 			timer.Stop()
 			c.ws.addResult(r)
-			return wakePrompt
+			if soon := c.soonBeat(); soon.Before(t) {
+				t = soon
+			}
 		case b := <-replies:
 			timer.Stop()
 			c.takeDTLSReply(b)
@@ -495,7 +527,7 @@ func (c *Client) dtlsRound(ctx context.Context, next time.Time) time.Time {
 	case err == nil:
 		c.udpFailures = 0
 		c.backoff.reset()
-		if c.moreWork && c.httpURL != "" {
+		if c.httpURL != "" && c.followMore() {
 			// Work too big for a datagram waits: fetch it over HTTPS.
 			if err := c.exchangeHTTPS(ctx, 0); err != nil {
 				c.log.Warn("heartbeat: fetching work over https", "err", err)
@@ -556,14 +588,45 @@ func (c *Client) settling() (time.Duration, bool) {
 	return min(25*time.Millisecond<<c.settleTries, 400*time.Millisecond), true
 }
 
-// nextBeat is when the next heartbeat is due after a successful one: at
-// once when something waits to be sent, else an interval, jittered by
-// ±10%, later.
+// nextBeat is when the next heartbeat is due after a successful one: soon
+// when something waits to be sent (pacing.go), else an interval, jittered
+// by ±10%, later.
 func (c *Client) nextBeat() time.Time {
 	if c.ws.unsent() {
-		return time.Now()
+		return c.soonBeat()
 	}
 	return time.Now().Add(jitter(c.cfg.Interval))
+}
+
+// soonBeat returns when an early heartbeat may go, and logs (rarely) when
+// the budget holds it back.
+func (c *Client) soonBeat() time.Time {
+	at, held := c.pace.soon(time.Now())
+	if held {
+		c.misEarly.note(c.log, "heartbeat: the backend keeps asking for heartbeats sooner than the interval; holding to a few extra per interval",
+			"extra_per_interval", earlyPerInterval, "interval", c.cfg.Interval)
+	}
+	return at
+}
+
+// followMore says whether to fetch again at once because the last reply
+// said More: always when it brought new work (a backlog draining), and at
+// most once per interval when it brought nothing new.
+func (c *Client) followMore() bool {
+	if !c.moreWork {
+		return false
+	}
+	if c.newWork {
+		return true
+	}
+	now := time.Now()
+	if now.Before(c.emptyMoreNext) {
+		c.misMore.note(c.log, "heartbeat: the backend says more work is waiting but sends nothing new; following that at most once per interval",
+			"interval", c.cfg.Interval)
+		return false
+	}
+	c.emptyMoreNext = now.Add(c.cfg.Interval)
+	return true
 }
 
 func jitter(d time.Duration) time.Duration {
@@ -653,7 +716,8 @@ func (c *Client) apply(s sent, r *Reply) {
 	if s.telemetry != nil {
 		c.teleSent, c.teleAt, c.teleResend = s.telemetry, s.at, false
 	}
-	c.moreWork = r.More
+	c.moreWork, c.newWork = r.More, false
+	again := c.ws.redelivered
 	for _, it := range r.Work {
 		run, err := c.ws.take(it.ID)
 		if err != nil {
@@ -662,24 +726,31 @@ func (c *Client) apply(s sent, r *Reply) {
 			c.log.Error("heartbeat: could not record a taken work item", "id", it.ID, "err", err)
 		}
 		if run {
+			c.newWork = true
 			c.startWork(it)
 		}
 	}
+	if c.ws.redelivered > again {
+		c.misRedelivery.note(c.log, "heartbeat: the backend re-sends work the device already took and acknowledged; acknowledging it again with the next regular heartbeat",
+			"items", c.ws.redelivered-again)
+	}
 }
 
-// startWork runs a work item on a goroutine of its own.
+// startWork runs a work item on a goroutine of its own, once a slot of
+// its class is free.
 func (c *Client) startWork(it work.Item) {
 	ctx := c.runCtx
+	slots := c.slots[classOf(it.Kind)]
 	c.workers.Add(1)
 	go func() {
 		defer c.workers.Done()
 		select {
-		case c.sem <- struct{}{}:
+		case slots <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
 		res := c.runWork(ctx, it)
-		<-c.sem
+		<-slots
 		res.ID = it.ID
 		select {
 		case c.results <- res:
@@ -710,6 +781,7 @@ func (c *Client) newHeartbeat(wait uint32) (*Heartbeat, sent) {
 			break
 		}
 	}
+	c.pace.sent(time.Now())
 	h := &Heartbeat{Seq: c.seq, Nonce: make([]byte, NonceSize), Wait: wait}
 	rand.Read(h.Nonce)
 	var t Telemetry
@@ -835,11 +907,11 @@ func (c *Client) httpsRound(ctx context.Context, next time.Time) time.Time {
 			c.networkChanged()
 			return time.Now()
 		case r := <-c.results:
-			// A result is ready: end the poll and send it now.
+			// A result is ready: end the poll and send it soon.
 			c.ws.addResult(r)
 			cancel()
 			c.drainPoll(done)
-			return time.Now()
+			return c.soonBeat()
 		case <-ctx.Done():
 			return next
 		}
@@ -868,9 +940,10 @@ func (c *Client) pollDone(s sent, res pollResult) time.Time {
 		c.backoff.reset()
 	}
 	// One heartbeat per interval, even from a backend that answers at
-	// once instead of holding the poll.
-	if c.ws.unsent() || c.moreWork {
-		return time.Now()
+	// once instead of holding the poll; sooner only within the pacing
+	// rules (pacing.go).
+	if c.ws.unsent() || c.followMore() {
+		return c.soonBeat()
 	}
 	return s.at.Add(jitter(c.cfg.Interval))
 }

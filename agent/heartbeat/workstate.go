@@ -29,11 +29,19 @@ type workState struct {
 	order   []string     // seen ids, oldest first
 	acks    []pendingAck // acknowledgements to send
 	results []pendingResult
+	// redelivered counts items that came again after the device took
+	// them and had no acknowledgement of them pending.
+	redelivered int
 }
 
 type pendingAck struct {
 	id   string
 	sent int // heartbeats that carried it so far
+	// again: the item was taken before and came again after its
+	// acknowledgement had gone (the backend lost it, or misbehaves, or
+	// the device restarted). It rides on the next regular heartbeat
+	// rather than making one at once (see unsent).
+	again bool
 }
 
 type pendingResult struct {
@@ -80,10 +88,14 @@ func loadWorkState(dir string) (*workState, error) {
 // item is new (run it) or was taken before (do not run it again, only
 // acknowledge it again). The id is on disk before take returns true.
 func (ws *workState) take(id string) (bool, error) {
+	_, seen := ws.seen[id]
 	if !slices.ContainsFunc(ws.acks, func(a pendingAck) bool { return a.id == id }) {
-		ws.acks = append(ws.acks, pendingAck{id: id})
+		ws.acks = append(ws.acks, pendingAck{id: id, again: seen})
+		if seen {
+			ws.redelivered++
+		}
 	}
-	if _, ok := ws.seen[id]; ok {
+	if seen {
 		return false, nil
 	}
 	ws.seen[id] = struct{}{}
@@ -162,10 +174,13 @@ func (ws *workState) fill(h *Heartbeat) {
 }
 
 // unsent says whether something is waiting that no heartbeat has carried
-// yet: the reason to send one now rather than at the next interval.
+// yet: the reason to send one now rather than at the next interval. An
+// acknowledgement sent again for an item that came again is not: it goes
+// with the next regular heartbeat, so that a backend re-sending an item
+// cannot make the agent answer each copy at once.
 func (ws *workState) unsent() bool {
 	for _, a := range ws.acks {
-		if a.sent == 0 {
+		if a.sent == 0 && !a.again {
 			return true
 		}
 	}
