@@ -77,6 +77,12 @@ type verifyOutcome struct {
 	Notes []string `json:"notes,omitempty"`
 	// Copy is the comparison with the syslog server's copy (--against).
 	Copy *audit.CopyReport `json:"copy,omitempty"`
+	// Previous is the log this one replaced, as its first record says
+	// (read from the file, so it does not depend on the daemon's memory
+	// of its last start); PreviousFileGone says the file it was kept in
+	// is no longer in the audit directory.
+	Previous         *audit.PreviousLog `json:"previous,omitempty"`
+	PreviousFileGone bool               `json:"previous_file_gone,omitempty"`
 }
 
 func runAuditVerify(env *cmdEnv, args []string) int {
@@ -127,8 +133,30 @@ func runAuditVerify(env *cmdEnv, args []string) int {
 	return 0
 }
 
-// verifyAudit verifies through the daemon when one runs, else locally.
+// verifyAudit verifies through the daemon when one runs, else locally, and
+// reads what the log's first record says about a log it replaced.
 func verifyAudit(cfg *config.Config) (*verifyOutcome, error) {
+	out, err := verifyAuditVia(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if out.Previous == nil {
+		prev, err := audit.ReadPrevious(filepath.Join(auditDir(cfg), audit.LogName))
+		if err != nil {
+			out.Notes = append(out.Notes, "the log's first record could not be read: "+err.Error())
+		}
+		out.Previous = prev
+	}
+	if p := out.Previous; p != nil && p.File != "" {
+		// Base: the name comes from the file, which is not to be trusted
+		// to stay inside the audit directory.
+		_, err := os.Lstat(filepath.Join(auditDir(cfg), filepath.Base(p.File)))
+		out.PreviousFileGone = errors.Is(err, os.ErrNotExist)
+	}
+	return out, nil
+}
+
+func verifyAuditVia(cfg *config.Config) (*verifyOutcome, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	sock := filepath.Join(cfg.Device.StateDir, status.SocketName)
@@ -169,6 +197,7 @@ func verifyAudit(cfg *config.Config) (*verifyOutcome, error) {
 		return nil, err
 	}
 	out.VerifyResult = status.NewVerifyResult(rep, nil)
+	out.Previous = rep.Previous
 	if rep.Anchored && !rep.CounterChecked {
 		out.Notes = append(out.Notes, "the log is anchored in a TPM counter that was not checked: a log cut short at its end would not show")
 	}
@@ -210,7 +239,7 @@ func printVerify(env *cmdEnv, out *verifyOutcome) {
 	if out.OK {
 		fmt.Fprintf(w, "audit log OK: %d records, last #%d, log %s\n", out.Records, out.LastSeq, out.LogID)
 	} else {
-		fmt.Fprintf(w, "audit log FAILS verification: %s\n", out.Problem)
+		fmt.Fprintf(w, "audit log FAILS verification: %s\n", plainText(out.Problem))
 		if out.Records > 0 {
 			fmt.Fprintf(w, "  the %d records before it verify (last good #%d)\n", out.Records, out.LastSeq)
 		}
@@ -225,13 +254,24 @@ func printVerify(env *cmdEnv, out *verifyOutcome) {
 		fmt.Fprintln(w, "  not anchored in a TPM: only the head file and the syslog copy (--against) show a log cut short")
 	}
 	if out.Recovered != "" {
-		fmt.Fprintf(w, "  at its last start the daemon set aside a broken log: %s\n", out.Recovered)
+		fmt.Fprintf(w, "  at its last start the daemon set aside a broken log: %s\n", plainText(out.Recovered))
+	}
+	if p := out.Previous; p != nil {
+		fmt.Fprintf(w, "  this log replaced log %s (last good record #%s), which failed verification: %s\n", showText(p.LogID), showText(p.LastSeq), plainText(p.Problem))
+		switch {
+		case p.File == "":
+			fmt.Fprintln(w, "    the first record does not say where it was kept")
+		case out.PreviousFileGone:
+			fmt.Fprintf(w, "    it was kept as %s, which is no longer there: compare with the syslog copy (--against) for what it held\n", showText(p.File))
+		default:
+			fmt.Fprintf(w, "    it is kept as %s\n", showText(p.File))
+		}
 	}
 	if c := out.Copy; c != nil {
 		fmt.Fprintf(w, "  syslog copy: %d of %d records received (%d repeats, %d earlier-log records)\n", c.Received, c.Local, c.Repeats, sumValues(c.OtherLogs))
 	}
 	for _, n := range out.Notes {
-		fmt.Fprintf(w, "  note: %s\n", n)
+		fmt.Fprintf(w, "  note: %s\n", plainText(n))
 	}
 	fmt.Fprintf(w, "  verified by the %s\n", map[string]string{"daemon": "running daemon", "local": "files directly (no daemon)"}[out.Via])
 }
@@ -362,6 +402,19 @@ func showText(s string) string {
 	for _, c := range s {
 		if c == ' ' || c == '"' || c == '\\' || c == utf8.RuneError || !strconv.IsPrint(c) {
 			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// plainText is a message for a person with any control or format
+// character in it escaped as in showText, without quotes around it (a
+// verification problem can quote a log id or a file name from the files).
+func plainText(s string) string {
+	for _, c := range s {
+		if c == utf8.RuneError || !strconv.IsPrint(c) {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
 		}
 	}
 	return s

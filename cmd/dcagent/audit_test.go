@@ -280,3 +280,82 @@ func TestFormatRecordEscapesControlCharacters(t *testing.T) {
 		}
 	}
 }
+
+// syslogCopy is the syslog server's file after it received every record of
+// the logs at paths.
+func syslogCopy(t *testing.T, paths ...string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var id string
+		for _, line := range bytes.SplitAfter(data, []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			r, err := audit.DecodeRecord(line[:len(line)-1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Seq == 1 {
+				id = r.Fields["log_id"]
+			}
+			fmt.Fprintf(&b, "<109>1 %s SYS-CLI dcagent 1 %s [dcagent@32473 log=\"%s\" seq=\"%d\" hash=\"%s\"] %s", r.Time.Format(time.RFC3339), r.Kind, id, r.Seq, r.Hash, line)
+		}
+	}
+	return b.Bytes()
+}
+
+// Without a daemon, verify still says that the log replaced a broken one
+// (its first record says so), where that one was kept and whether it is
+// still there; against the syslog copy, a removed set-aside log fails.
+func TestAuditVerifySaysLogReplaced(t *testing.T) {
+	e := newSecurityEnv(t, "")
+	l := e.writeLog(t, 2)
+	oldID := l.LogID()
+	l.Close()
+	path := filepath.Join(e.dir, "audit", audit.LogName)
+	oldCopy := syslogCopy(t, path)
+	data, _ := os.ReadFile(path)
+	os.WriteFile(path, bytes.Replace(data, []byte(`"n":"1"`), []byte(`"n":"9"`), 1), 0o600)
+	l, err := audit.Open(audit.Options{Dir: filepath.Join(e.dir, "audit")}) // sets the edited log aside
+	if err != nil || l.Recovered() == nil {
+		t.Fatalf("%v %v", err, l.Recovered())
+	}
+	l.Close()
+	copyFile := filepath.Join(e.dir, "copy.log")
+	os.WriteFile(copyFile, append(oldCopy, syslogCopy(t, path)...), 0o600)
+	broken, _ := filepath.Glob(path + ".broken-*")
+	if len(broken) != 1 {
+		t.Fatalf("broken files %v", broken)
+	}
+	kept := filepath.Base(broken[0])
+
+	st, out, errOut := e.run(t, "audit", "verify")
+	t.Logf("audit verify:\n%s", out)
+	if st != 0 || !strings.Contains(out, "this log replaced log "+oldID+" (last good record #2), which failed verification: ") || !strings.Contains(out, "line 3 (record 3)") || !strings.Contains(out, "it is kept as "+kept) {
+		t.Fatalf("verify: %d\n%s%s", st, out, errOut)
+	}
+	// The edited record is in the kept file: the copy shows the change.
+	if st, out, _ := e.run(t, "audit", "verify", "--against", copyFile); st != 1 || !strings.Contains(out, "1 record(s) of earlier log "+oldID+" that differ from the device's copy") {
+		t.Fatalf("verify --against with the kept file: %d\n%s", st, out)
+	}
+
+	os.Remove(broken[0])
+	st, out, _ = e.run(t, "audit", "verify")
+	if st != 0 || !strings.Contains(out, "it was kept as "+kept+", which is no longer there") {
+		t.Fatalf("verify without the kept file: %d\n%s", st, out)
+	}
+	st, out, _ = e.run(t, "audit", "verify", "--json")
+	var v verifyOutcome
+	if err := json.Unmarshal([]byte(out), &v); err != nil || v.Previous == nil || v.Previous.LogID != oldID || !v.PreviousFileGone {
+		t.Fatalf("--json: %v %s", err, out)
+	}
+	st, out, _ = e.run(t, "audit", "verify", "--against", copyFile)
+	if st != 1 || !strings.Contains(out, "the syslog server holds 3 record(s) of earlier log "+oldID+" that the device no longer has") {
+		t.Fatalf("verify --against without the kept file: %d\n%s", st, out)
+	}
+}
