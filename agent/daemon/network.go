@@ -26,9 +26,9 @@ func splitHost(hostport string) (string, string, error) { return net.SplitHostPo
 
 // runNetwork waits for an identity, then runs everything that talks to the
 // backend: the uploader, certificate renewal, and the heartbeat with the
-// work it brings. The heartbeat is restarted with the new certificate after
-// a renewal; the uploader and the relay fetch the current certificate at
-// every handshake.
+// work it brings. Every channel (uploads, the relay, the heartbeat) takes
+// the identity's current certificate at each handshake, so a renewal
+// restarts nothing.
 func (d *daemon) runNetwork(ctx context.Context) error {
 	var id *identity.Identity
 	for id = d.identity(); id == nil; id = d.tryIdentity() {
@@ -101,43 +101,26 @@ func (d *daemon) runNetwork(ctx context.Context) error {
 		watch = heartbeat.DefaultNetworkWatch()
 	}
 	watch = heartbeat.NetworkWatch(watch).Also(func(string) { up.Wake() })
-	for {
-		changed := id.Changed()
-		hb, err := heartbeat.New(heartbeat.Options{
-			NetworkWatch: watch,
-			Config:       cfg,
-			Certificate:  id.TLSCertificate(),
-			Roots:        id.Roots(),
-			Telemetry:    d.telemetry,
-			Work:         d.dispatch,
-			StateDir:     cfg.Device.StateDir,
-			Logger:       d.log.With("part", "heartbeat"),
-		})
-		if err != nil {
-			return err
-		}
-		d.mu.Lock()
-		d.hb = hb
-		d.mu.Unlock()
-		hbCtx, stopHB := context.WithCancel(ctx)
-		hbDone := make(chan struct{})
-		go func() {
-			defer close(hbDone)
-			if err := hb.Run(hbCtx); err != nil && hbCtx.Err() == nil {
-				d.log.Error("heartbeat stopped", "err", err)
-			}
-		}()
-		select {
-		case <-ctx.Done():
-			stopHB()
-			<-hbDone
-			return nil
-		case <-changed:
-			d.log.Info("new certificate in place; heartbeat restarts with it", "not_after", id.NotAfter())
-			stopHB()
-			<-hbDone
-		}
+	hb, err := heartbeat.New(heartbeat.Options{
+		NetworkWatch:   watch,
+		Config:         cfg,
+		Certificate:    id.TLSCertificate(),
+		GetCertificate: id.Current,
+		Roots:          id.Roots(),
+		Telemetry:      d.telemetry,
+		Work:           d.dispatch,
+		StateDir:       cfg.Device.StateDir,
+		Logger:         d.log.With("part", "heartbeat"),
+	})
+	if err != nil {
+		return err
 	}
+	d.mu.Lock()
+	d.hb = hb
+	d.mu.Unlock()
+	// A renewed certificate is taken at the next handshake; the session,
+	// and any remote session its work opened, go on.
+	return hb.Run(ctx)
 }
 
 // dispatch hands one work item from a heartbeat reply to the part that

@@ -79,6 +79,11 @@ type Options struct {
 	// Certificate is the device certificate; its PrivateKey is the key
 	// store's crypto.Signer (TPM, PKCS#11 or file).
 	Certificate tls.Certificate
+	// GetCertificate, when set, returns the certificate to present at each
+	// new handshake (the identity's current one, renewed in place), so a
+	// renewal needs no restart of the heartbeat, and open work such as a
+	// remote session goes on. Certificate is then the one in use at start.
+	GetCertificate func() (*tls.Certificate, error)
 	// Roots is the pinned vendor CA.
 	Roots *x509.CertPool
 	// Telemetry returns the device's summary now; called once per
@@ -293,7 +298,7 @@ func New(opts Options) (*Client, error) {
 		if name == "" {
 			name = host
 		}
-		dc, err := tlsconf.DTLSClient(opts.Roots, opts.Certificate, name)
+		dc, err := tlsconf.DTLSClientWithSource(opts.Roots, c.certSource(), name)
 		if err != nil {
 			return nil, fmt.Errorf("heartbeat: %w", err)
 		}
@@ -309,8 +314,7 @@ func New(opts Options) (*Client, error) {
 		if name == "" {
 			name = u.Hostname()
 		}
-		cert := opts.Certificate
-		tc, err := tlsconf.Client(opts.Roots, &cert, name)
+		tc, err := tlsconf.ClientWithSource(opts.Roots, c.certSource(), name)
 		if err != nil {
 			return nil, fmt.Errorf("heartbeat: %w", err)
 		}
@@ -790,6 +794,9 @@ func (c *Client) newHeartbeat(wait uint32) (*Heartbeat, sent) {
 	}
 	if t.CertNotAfter == 0 {
 		t.CertNotAfter = c.notAfter.Unix()
+		if cert, err := c.certSource()(); err == nil && cert.Leaf != nil {
+			t.CertNotAfter = cert.Leaf.NotAfter.Unix()
+		}
 	}
 	if c.teleResend || c.teleSent == nil || *c.teleSent != t || time.Since(c.teleAt) >= c.cfg.TelemetryEvery {
 		h.Telemetry = &t
@@ -992,6 +999,15 @@ func (c *Client) exchangeHTTPS(ctx context.Context, wait uint32) error {
 		return errors.New("heartbeat: https reply refused")
 	}
 	return nil
+}
+
+// certSource is where handshakes take the device certificate from.
+func (c *Client) certSource() func() (*tls.Certificate, error) {
+	if c.opts.GetCertificate != nil {
+		return c.opts.GetCertificate
+	}
+	cert := c.opts.Certificate
+	return func() (*tls.Certificate, error) { return &cert, nil }
 }
 
 // HTTPError is a heartbeat request the backend answered with an error.
