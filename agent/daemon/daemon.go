@@ -136,7 +136,7 @@ type daemon struct {
 	monitor *monitor.Monitor
 	policy  *policy.Engine
 	control *status.Server
-	store   keystore.Store // the key store when opened before enrollment, for the audit counter
+	lock    *os.File // the state directory's lock, held while running
 
 	// selfReload asks runConfig for a reload (a remote configuration
 	// change), as SIGHUP does.
@@ -160,6 +160,12 @@ func start(parent context.Context, opts Options, cfg *config.Config) (_ *daemon,
 	}()
 	if err := os.MkdirAll(cfg.Device.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s ([device] state_dir in %s): %w", cfg.Device.StateDir, cfg.Path, err)
+	}
+	// One daemon per state directory, decided before anything in it is
+	// touched: a second one appending to the same audit log would fork its
+	// chain.
+	if d.lock, err = lockStateDir(cfg.Device.StateDir); err != nil {
+		return nil, err
 	}
 	if isFileKey(cfg.Identity.KeyURI) {
 		d.log.Warn("the device key is a file: for development only; anyone with a copy of the state directory can act as this device", "key_uri", cfg.Identity.KeyURI)
@@ -376,5 +382,8 @@ func (d *daemon) stop() {
 	}
 	if id != nil {
 		id.Close()
+	}
+	if d.lock != nil {
+		d.lock.Close() // releases the lock
 	}
 }

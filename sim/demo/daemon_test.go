@@ -354,3 +354,19 @@ func TestDaemonFullDisk(t *testing.T) {
 		t.Fatalf("audit verify after a full disk: %s", out)
 	}
 }
+
+// A second daemon on the same state directory refuses before it touches
+// anything: the running one's audit log stays one chain.
+func TestSecondDaemonRefused(t *testing.T) {
+	l := newLab(t, LabOptions{})
+	out, err := exec.Command(agentBin, "--config", l.Config, "run").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "another dcagent daemon") {
+		t.Fatalf("second daemon: %v\n%s", err, out)
+	}
+	if err := l.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	if v := auditVerify(t, l); !strings.Contains(v, "audit log OK") {
+		t.Fatalf("audit verify after a refused second daemon: %s", v)
+	}
+}
