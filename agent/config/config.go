@@ -351,3 +351,30 @@ func parseSize(s string) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// StateDirOf finds [device] state_dir in the file at path without
+// validating the rest, so that local commands (status, approve, deny) can
+// still reach a running daemon while the file on disk has an error the
+// daemon refused at its last reload. It returns the default when the file
+// does not set it.
+func StateDirOf(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	dir := Default().Device.StateDir
+	section := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") && strings.HasSuffix(line, "]") {
+			section = strings.TrimSpace(line[1 : len(line)-1])
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && section == "device" && strings.TrimSpace(k) == "state_dir" {
+			dir = strings.TrimSpace(v)
+		}
+	}
+	return dir, nil
+}

@@ -111,6 +111,9 @@ func runConfig(ctx context.Context, opts Options, cfg *config.Config, reload <-c
 		if err != nil {
 			log.Error("configuration reload refused; the running configuration stays", "err", err)
 			d.record("agent.reload", map[string]string{"result": "refused", "reason": err.Error()})
+			d.mu.Lock()
+			d.reloadErr = err.Error()
+			d.mu.Unlock()
 			continue
 		}
 		log.Info("configuration reloaded", "file", opts.ConfigPath)
@@ -148,6 +151,7 @@ type daemon struct {
 	hb        *heartbeat.Client
 	remote    *remote.Manager
 	enrollErr string
+	reloadErr string // the last refused reload, "" after a good start
 }
 
 func start(parent context.Context, opts Options, cfg *config.Config) (_ *daemon, err error) {

@@ -24,6 +24,9 @@ type Status struct {
 	SystemID string    `json:"system_id"`
 	Started  time.Time `json:"started"`
 	Config   string    `json:"config"`
+	// ReloadRefused is why the last reload (SIGHUP) was refused: the file
+	// on disk differs from the configuration in force.
+	ReloadRefused string `json:"reload_refused,omitempty"`
 
 	// Enrolled is false until `dcagent enroll` has stored a certificate;
 	// EnrollError then says why the identity could not be loaded.
@@ -65,6 +68,7 @@ func (d *daemon) collectStatus() Status {
 	d.mu.Lock()
 	id, up, hb, rm := d.id, d.uploader, d.hb, d.remote
 	st.EnrollError = d.enrollErr
+	st.ReloadRefused = d.reloadErr
 	d.mu.Unlock()
 	if id != nil {
 		s := id.Status()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/dcagent/dcagent/agent/config"
 	"github.com/dcagent/dcagent/agent/policy"
 	"github.com/dcagent/dcagent/agent/status"
 )
@@ -30,12 +31,21 @@ answers within [policy] ask_timeout is denied. Every answer is recorded in
 the audit log.
 `
 
+// socketPath finds the daemon's control socket. A configuration file with
+// an error does not stop a person from reaching the running daemon (which
+// refused that file at its reload and runs the previous one): the state
+// directory is then read from the file leniently, with a warning.
 func socketPath(env *cmdEnv) (string, error) {
 	cfg, err := env.loadConfig()
-	if err != nil {
+	if err == nil {
+		return filepath.Join(cfg.Device.StateDir, status.SocketName), nil
+	}
+	dir, derr := config.StateDirOf(env.configPath)
+	if derr != nil {
 		return "", err
 	}
-	return filepath.Join(cfg.Device.StateDir, status.SocketName), nil
+	fmt.Fprintf(env.stderr, "dcagent: warning: %v\ndcagent: reaching the daemon through the state directory %s anyway\n", err, dir)
+	return filepath.Join(dir, status.SocketName), nil
 }
 
 func pendingRequests(ctx context.Context, sock string) ([]policy.Pending, error) {

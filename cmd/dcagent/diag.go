@@ -133,7 +133,13 @@ func loadDiagConfig(path string) (*config.Config, diag.Finding) {
 	default:
 		f.Status = diag.Fail
 		f.Message = strings.TrimPrefix(err.Error(), "config: ")
-		f.Action = "Fix what the message names; the daemon refuses to start until then. The other checks used the default settings."
+		f.Action = "Fix what the message names; the daemon refuses to start (or to reload) until then. The other checks used the default settings and the file's state directory."
 	}
-	return config.Default(), f
+	cfg = config.Default()
+	// The daemon may be running with the previous configuration: reach it
+	// through the state directory the file names, if it can be read.
+	if dir, err := config.StateDirOf(path); err == nil {
+		cfg.Device.StateDir = dir
+	}
+	return cfg, f
 }

@@ -54,8 +54,11 @@ func ago(now, t time.Time) string {
 
 func writeStatus(w io.Writer, st daemon.Status, now time.Time) {
 	fmt.Fprintf(w, "dcagent %s, system %s, running since %s\n", st.Version, st.SystemID, st.Started.Format(time.RFC3339))
+	if st.ReloadRefused != "" {
+		fmt.Fprintf(w, "Configuration: the file changed but its reload was refused, the previous configuration is in force: %s\n", st.ReloadRefused)
+	}
 	if !st.Enrolled {
-		fmt.Fprintf(w, "Enrollment: NOT ENROLLED: %s\n", st.EnrollError)
+		fmt.Fprintf(w, "Identity: NOT LOADED, so nothing is sent home: %s\n", st.EnrollError)
 	} else if id := st.Identity; id != nil {
 		fmt.Fprintf(w, "Enrollment: enrolled, key in %s; certificate valid until %s (renews at %s)", id.KeyStore, id.NotAfter.Format(time.RFC3339), id.RenewAt.Format(time.RFC3339))
 		if id.LastError != "" {
@@ -123,9 +126,12 @@ func writeStatus(w io.Writer, st daemon.Status, now time.Time) {
 		fmt.Fprintf(w, "  %s: %s for %s (%s); answer with dcagent approve %s or dcagent deny %s before %s\n", p.ID, p.Action, p.Requester, p.ServiceRequest, p.ID, p.ID, p.Expires.Format(time.Kitchen))
 	}
 	fmt.Fprintf(w, "Remote sessions: %d open\n", len(st.Sessions))
-	anchor := "anchored in the syslog stream only"
-	if st.Audit.Anchored {
+	anchor := "not anchored (no TPM counter, no syslog stream)"
+	switch {
+	case st.Audit.Anchored:
 		anchor = "anchored in the TPM counter"
+	case st.Syslog != nil:
+		anchor = "anchored in the syslog stream only"
 	}
 	fmt.Fprintf(w, "Audit: %d records, %s", st.Audit.Records, anchor)
 	if st.Audit.Recovered != "" {
