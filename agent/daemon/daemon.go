@@ -165,6 +165,9 @@ func start(parent context.Context, opts Options, cfg *config.Config) (_ *daemon,
 	if err := os.MkdirAll(cfg.Device.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state directory %s ([device] state_dir in %s): %w", cfg.Device.StateDir, cfg.Path, err)
 	}
+	if err := openStateDirToGroup(cfg); err != nil {
+		return nil, err
+	}
 	// One daemon per state directory, decided before anything in it is
 	// touched: a second one appending to the same audit log would fork its
 	// chain.
