@@ -18,8 +18,8 @@ type Remote struct {
 	// RelayHosts are the only hosts a request may name as its relay; empty
 	// means the backend's own host ([backend] url). The relay must also
 	// prove with a certificate from the vendor CA that it is the vendor's.
-	RelayHosts []string `conf:"relay_hosts"`
-	MaxDuration time.Duration     `conf:"max_duration"`
+	RelayHosts  []string      `conf:"relay_hosts"`
+	MaxDuration time.Duration `conf:"max_duration"`
 	// FetchPaths are the absolute files and folders the backend may fetch
 	// files from (e.g. /var/log/dcagent); a path must lie inside one of
 	// them. The support bundle the agent assembles is always allowed.

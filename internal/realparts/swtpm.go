@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -144,6 +145,9 @@ func (s *SWTPM) start(ctx context.Context, port int) error {
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
+	// If the program that started it dies without stopping it (a demo or
+	// a test killed), the kernel ends swtpm too instead of orphaning it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("realparts: start swtpm: %w", err)
 	}

@@ -167,6 +167,15 @@ func TestDaemonSIGHUP(t *testing.T) {
 	if err := l.WaitHeartbeats(ctx, 2); err != nil {
 		t.Fatalf("the agent stopped after a refused reload: %v", err)
 	}
+	// The broken file does not lock a person out of the running daemon, and
+	// status says the file on disk is not the configuration in force.
+	out, err := l.Agent(ctx, "status")
+	if err != nil || !strings.Contains(out, "reload was refused") || !strings.Contains(out, "nosuchsection") {
+		t.Fatalf("status with a broken file on disk: %v\n%s", err, out)
+	}
+	if out, err := l.Agent(ctx, "pending"); err != nil {
+		t.Fatalf("pending with a broken file on disk: %v\n%s", err, out)
+	}
 }
 
 func waitLog(t *testing.T, l *Lab, text string) {

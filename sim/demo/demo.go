@@ -14,7 +14,12 @@ package demo
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -177,6 +182,20 @@ func (l *Lab) writeConfig() error {
 	if u, err := user.Current(); err == nil {
 		approver = u.Username
 	}
+	// The vendor's signing key for scripts and files: the lab's own, so the
+	// agent reads nothing from the host's /etc.
+	vendorKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKIXPublicKey(&vendorKey.PublicKey)
+	if err != nil {
+		return err
+	}
+	vendorKeyFile := filepath.Join(l.Dir, "vendor-signing.pem")
+	if err := os.WriteFile(vendorKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644); err != nil {
+		return err
+	}
 	policyFile := filepath.Join(l.Dir, "policy.txt")
 	if err := os.WriteFile(policyFile, []byte("dcagent-policy 1\nversion 1\n# a person on site approves every remote session\nall remote:* ask\nall config deny\n"), 0o600); err != nil {
 		return err
@@ -218,9 +237,10 @@ ask_timeout = 60s
 services = console=%s
 relay_hosts = 127.0.0.1
 idle_timeout = 10s
+vendor_key_file = %s
 `, l.SystemID, filepath.Join(l.Dir, "state"), l.Backend.URL(), l.Backend.HeartbeatAddr(), l.Backend.CAFile(),
 		l.TPM.URI("device"), l.Hardware.SysfsRoot(), l.Hardware.SmartctlPath(), l.opts.SensorInterval, l.opts.DriveInterval, l.opts.Heartbeat,
-		policyFile, approver, l.Console)
+		policyFile, approver, l.Console, vendorKeyFile)
 	return os.WriteFile(l.Config, []byte(conf), 0o600)
 }
 
@@ -255,6 +275,8 @@ func (l *Lab) StartAgent() error {
 	l.agentLog = f
 	l.agent = exec.Command(l.opts.Agent, "--config", l.Config, "run")
 	l.agent.Stdout, l.agent.Stderr = f, f
+	// Killed with the lab's own process, never left running alone.
+	l.agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := l.agent.Start(); err != nil {
 		return err
 	}

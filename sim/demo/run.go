@@ -52,6 +52,7 @@ func Run(ctx context.Context, o Options, w io.Writer) (err error) {
 	if o.Degrade == "" {
 		o.Degrade = "1"
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	n := &narrator{w: w, start: time.Now()}
@@ -74,7 +75,9 @@ func Run(ctx context.Context, o Options, w io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		if err != nil {
+		if err != nil && parent.Err() != nil {
+			fmt.Fprintf(w, "\nThe demo was interrupted; cleaning up.\n")
+		} else if err != nil {
 			fmt.Fprintf(w, "\nThe demo stopped: %v\nThe agent's log:\n%s", err, indent(lab.AgentLog(), "  "))
 			if o.Keep {
 				fmt.Fprintf(w, "The lab is kept in %s\n", lab.Dir)
