@@ -48,7 +48,9 @@ func (e *ParseError) Unwrap() error { return e.Err }
 type NoDataError struct {
 	// ExitStatus is smartctl's exit status, when known.
 	ExitStatus *ExitStatus
-	// Messages are smartctl's own messages, verbatim.
+	// Messages are smartctl's own messages, verbatim. Error repeats at
+	// most a few of them, each clipped and with control characters made
+	// visible.
 	Messages []string
 }
 
@@ -64,7 +66,7 @@ func (e *NoDataError) Error() string {
 	}
 	if len(e.Messages) > 0 {
 		b.WriteString(": ")
-		b.WriteString(strings.Join(e.Messages, " / "))
+		b.WriteString(joinMessages(e.Messages))
 	} else {
 		b.WriteString(": smartctl printed no message either")
 	}
@@ -80,13 +82,23 @@ type ScanOutputError struct {
 }
 
 func (e *ScanOutputError) Error() string {
-	names := make([]string, 0, len(e.Devices))
-	for _, d := range e.Devices {
-		names = append(names, d.String())
+	// The list is cut short: the error reaches logs, and a hostile input
+	// can name thousands of devices.
+	const maxShown, maxName = 32, 120
+	shown := e.Devices
+	if len(shown) > maxShown {
+		shown = shown[:maxShown]
+	}
+	names := make([]string, 0, len(shown)+1)
+	for _, d := range shown {
+		names = append(names, Printable(d.String(), maxName))
+	}
+	if n := len(e.Devices) - len(shown); n > 0 {
+		names = append(names, fmt.Sprintf("and %d more", n))
 	}
 	list := "no devices"
-	if len(names) > 0 {
-		list = fmt.Sprintf("%d device(s): %s", len(names), strings.Join(names, ", "))
+	if len(e.Devices) > 0 {
+		list = fmt.Sprintf("%d device(s): %s", len(e.Devices), strings.Join(names, ", "))
 	}
 	return fmt.Sprintf("%s; it lists %s; save `smartctl --json -a DEVICE` for one of them instead", ErrScanOutput, list)
 }

@@ -74,8 +74,17 @@ func ParseDriveSpecs(entries []string) ([]DriveSpec, error) {
 // is zero. A drive in error recovery can hold a command for tens of seconds.
 const DefaultTimeout = 60 * time.Second
 
-// maxOutput bounds what is kept of smartctl's output.
+// maxOutput bounds what is kept of smartctl's stdout: a run that prints
+// more is stopped and fails, since no smartctl report is that large.
 const maxOutput = MaxInputBytes
+
+// stderrExcerpt is how much of smartctl's stderr is kept for messages: it
+// prints a line or two there, never more.
+const stderrExcerpt = 512
+
+// maxStderr is how much stderr a run may print (kept or not) before it is
+// stopped: a program that prints this much there is not smartctl at work.
+const maxStderr = 1 << 20
 
 // Runner runs smartctl and parses what it prints.
 type Runner struct {
@@ -105,8 +114,12 @@ func (r *Runner) logger() *slog.Logger {
 
 // runResult is one smartctl run.
 type runResult struct {
-	stdout, stderr []byte
-	exit           ExitStatus
+	stdout []byte
+	// stderr is the start of what smartctl printed there (stderrExcerpt
+	// bytes at most); stderrTotal counts all of it.
+	stderr      []byte
+	stderrTotal int64
+	exit        ExitStatus
 }
 
 // run executes smartctl with args. It returns an error only when smartctl
@@ -120,10 +133,15 @@ func (r *Runner) run(ctx context.Context, what string, args ...string) (runResul
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	// A run that prints too much is stopped through this context, whose
+	// cancellation kills the process group (configureKill).
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+
 	cmd := exec.CommandContext(ctx, r.program(), args...)
-	var stdout, stderr limitedBuffer
-	stdout.limit, stderr.limit = maxOutput, 64<<10
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	stdout := &cappedBuffer{keep: maxOutput, stopAfter: maxOutput, stop: stop}
+	stderr := &cappedBuffer{keep: stderrExcerpt, stopAfter: maxStderr, stop: stop}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
 	configureKill(cmd)
 	// Children that keep the output pipes open (a shell wrapper's sleep)
 	// must not hold Wait past the kill.
@@ -132,9 +150,19 @@ func (r *Runner) run(ctx context.Context, what string, args ...string) (runResul
 	began := time.Now()
 	err := cmd.Run()
 	elapsed := time.Since(began)
-	res := runResult{stdout: stdout.Bytes(), stderr: stderr.Bytes()}
+	res := runResult{stdout: stdout.buf, stderr: stderr.buf, stderrTotal: stderr.total}
 	log := r.logger().With("program", r.program(), "drive", what, "args", strings.Join(args, " "), "elapsed", elapsed.Round(time.Millisecond))
 
+	// Too much output is the first thing to say: the kill it caused also
+	// ended the context.
+	switch {
+	case stdout.stopped:
+		log.Debug("smartctl printed too much on stdout", "limit", maxOutput)
+		return runResult{}, fmt.Errorf("smartctl %s: %q printed more than %d bytes on stdout, more than any smartctl report; the run was stopped and its output dropped (is it really smartctl?)", what, r.program(), maxOutput)
+	case stderr.stopped:
+		log.Debug("smartctl printed too much on stderr", "limit", maxStderr)
+		return runResult{}, fmt.Errorf("smartctl %s: %q printed more than %d bytes on stderr; the run was stopped (is it really smartctl?); it began: %s", what, r.program(), maxStderr, Printable(string(stderr.buf), 200))
+	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		log.Debug("smartctl did not finish", "err", ctxErr)
 		if errors.Is(ctxErr, context.DeadlineExceeded) {
@@ -201,11 +229,11 @@ func (r *Runner) Read(ctx context.Context, d DriveSpec) (*hal.DriveSnapshot, err
 			exit := res.exit
 			nd.ExitStatus = &exit
 			if len(nd.Messages) == 0 {
-				nd.Messages = stderrLines(res.stderr)
+				nd.Messages = res.stderrLines()
 			}
 		}
 		if errors.Is(perr, ErrEmpty) && len(res.stderr) > 0 {
-			perr = &NoDataError{ExitStatus: &res.exit, Messages: stderrLines(res.stderr)}
+			perr = &NoDataError{ExitStatus: &res.exit, Messages: res.stderrLines()}
 		}
 		return nil, &ParseError{Source: "smartctl " + name, Err: perr}
 	}
@@ -231,8 +259,8 @@ func (r *Runner) Scan(ctx context.Context) ([]DriveSpec, error) {
 		}
 	}
 	if res.exit.RunFailed() {
-		msg := strings.Join(stderrLines(append(res.stdout, res.stderr...)), " / ")
-		return nil, fmt.Errorf("smartctl --scan: exit status %s: %s", res.exit, msg)
+		msgs := append(messageLines(res.stdout), res.stderrLines()...)
+		return nil, fmt.Errorf("smartctl --scan: exit status %s: %s", res.exit, joinMessages(msgs))
 	}
 	devs, err := ParseScan(res.stdout)
 	if err != nil {
@@ -267,33 +295,87 @@ func ParseScan(data []byte) ([]DriveSpec, error) {
 	return nil, err
 }
 
-// stderrLines turns smartctl's stderr into message lines.
-func stderrLines(b []byte) []string {
+// stderrLines turns the kept start of smartctl's stderr into message
+// lines, saying so when the rest was dropped.
+func (res runResult) stderrLines() []string {
+	lines := messageLines(res.stderr)
+	if dropped := res.stderrTotal - int64(len(res.stderr)); dropped > 0 {
+		lines = append(lines, fmt.Sprintf("dcagent: smartctl printed %d bytes on stderr; only the first %d are kept", res.stderrTotal, len(res.stderr)))
+	}
+	return lines
+}
+
+// messageLines turns smartctl's output into message lines: at most
+// maxErrorMessages non-blank lines, each clipped and printable.
+func messageLines(b []byte) []string {
 	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" && len(out) < 8 {
+	for len(b) > 0 && len(out) < maxErrorMessages {
+		line := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			line, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		// Clip before converting: a line can be megabytes long.
+		var cut int
+		if len(line) > MaxMessageBytes {
+			cut = len(line) - MaxMessageBytes
+			line = line[:MaxMessageBytes]
+		}
+		if l := strings.TrimSpace(string(line)); l != "" {
+			l = Printable(l, 0)
+			if cut > 0 {
+				l += fmt.Sprintf("… [%d more bytes cut]", cut)
+			}
 			out = append(out, l)
 		}
 	}
 	return out
 }
 
-// limitedBuffer keeps the first limit bytes written to it and drops the
-// rest, so that a runaway program cannot fill memory.
-type limitedBuffer struct {
-	bytes.Buffer
-	limit int
+// cappedBuffer keeps the first keep bytes written to it and counts the
+// rest. Once more than stopAfter bytes have come, it calls stop (which
+// kills the run) and fails the write, so that os/exec stops copying.
+//
+// It must not embed bytes.Buffer nor have a ReadFrom method: os/exec copies
+// the pipe with io.Copy, which would call ReadFrom and bypass Write's limit.
+type cappedBuffer struct {
+	buf       []byte
+	keep      int
+	stopAfter int64
+	stop      func()
+	total     int64
+	stopped   bool
 }
 
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.limit - b.Len(); room > 0 {
-		if len(p) > room {
-			b.Buffer.Write(p[:room])
-		} else {
-			b.Buffer.Write(p)
-		}
+var errTooMuchOutput = errors.New("smartctl: too much output")
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.stopped {
+		return 0, errTooMuchOutput
+	}
+	b.total += int64(len(p))
+	if room := b.keep - len(b.buf); room > 0 {
+		b.buf = appendCapped(b.buf, p[:min(room, len(p))], b.keep)
+	}
+	if b.total > b.stopAfter {
+		b.stopped = true
+		b.stop()
+		return 0, errTooMuchOutput
 	}
 	return len(p), nil
 }
 
-var _ io.Writer = (*limitedBuffer)(nil)
+// appendCapped appends p to buf, growing it by doubling but never to a
+// capacity above limit (append alone could reserve twice the limit).
+func appendCapped(buf, p []byte, limit int) []byte {
+	if need := len(buf) + len(p); need > cap(buf) {
+		c := min(max(2*cap(buf), need, 4096), limit)
+		grown := make([]byte, len(buf), c)
+		copy(grown, buf)
+		buf = grown
+	}
+	return append(buf, p...)
+}
+
+var _ io.Writer = (*cappedBuffer)(nil)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -331,5 +332,138 @@ func TestParseScanEmpty(t *testing.T) {
 	}
 	if devs, err := ParseScan(nil); err != nil || devs != nil {
 		t.Errorf("no output: %v, %v", devs, err)
+	}
+}
+
+// A stand-in that floods stdout (50 MB, as a reviewer's did) is stopped
+// once it passes the limit: the runner never holds more than the limit,
+// says clearly what happened and does not wait for the flood to end.
+func TestRunnerStdoutFloodStopped(t *testing.T) {
+	dir := t.TempDir()
+	prog := writeScript(t, dir, "#!/bin/sh\nhead -c 50000000 /dev/zero | tr '\\0' 'x'\nsleep 60\n")
+	r := &Runner{Program: prog, Timeout: 50 * time.Second}
+	for name, call := range map[string]func() error{
+		"read": func() error { _, err := r.Read(context.Background(), DriveSpec{Device: "/dev/sda"}); return err },
+		"scan": func() error { _, err := r.Scan(context.Background()); return err },
+	} {
+		began := time.Now()
+		err := call()
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than %d bytes on stdout", maxOutput)) || !strings.Contains(err.Error(), "stopped") {
+			t.Fatalf("%s: want a too-much-output error, got %v", name, err)
+		}
+		if len(err.Error()) > 1000 {
+			t.Errorf("%s: error is %d bytes long", name, len(err.Error()))
+		}
+		// The kill, not the timeout, ended the run.
+		if strings.Contains(err.Error(), "no answer within") || time.Since(began) > 45*time.Second {
+			t.Errorf("%s: the run was not stopped at the limit: %v after %s", name, err, time.Since(began))
+		}
+	}
+}
+
+// The buffer itself keeps at most its limit, whatever is written and
+// however it is copied in (os/exec uses io.Copy, which must go through
+// Write and not a ReadFrom of an embedded bytes.Buffer).
+func TestCappedBufferBounded(t *testing.T) {
+	if _, ok := any(&cappedBuffer{}).(io.ReaderFrom); ok {
+		t.Fatal("cappedBuffer has a ReadFrom: io.Copy would bypass its limit")
+	}
+	stopped := 0
+	b := &cappedBuffer{keep: 1000, stopAfter: 5000, stop: func() { stopped++ }}
+	n, err := io.Copy(b, io.LimitReader(zeroReader{}, 50_000_000))
+	if !errors.Is(err, errTooMuchOutput) || n > 5000+32<<10 {
+		t.Errorf("copy: %d bytes, %v", n, err)
+	}
+	if len(b.buf) != 1000 || cap(b.buf) > 1000 || stopped != 1 || !b.stopped {
+		t.Errorf("kept %d bytes (cap %d), stop called %d times", len(b.buf), cap(b.buf), stopped)
+	}
+	// Under the stop limit, the rest is counted and dropped.
+	b = &cappedBuffer{keep: 10, stopAfter: 1 << 20, stop: func() { t.Error("stopped") }}
+	if n, err := io.Copy(b, strings.NewReader(strings.Repeat("y", 100_000))); err != nil || n != 100_000 {
+		t.Errorf("copy: %d, %v", n, err)
+	}
+	if string(b.buf) != "yyyyyyyyyy" || cap(b.buf) > 10 || b.total != 100_000 {
+		t.Errorf("kept %q (cap %d), total %d", b.buf, cap(b.buf), b.total)
+	}
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// A flood on stderr then exit 2 (a reviewer's 30 MB): the error holds a
+// short, printable excerpt, not the flood.
+func TestRunnerStderrFlood(t *testing.T) {
+	dir := t.TempDir()
+	// Starts with a terminal escape and a carriage return; a long line.
+	prog := writeScript(t, dir, "#!/bin/sh\nprintf '\\033[2Jsmartctl: /dev/sdq: Permission denied\\r\\n' >&2\nhead -c 30000000 /dev/zero | tr '\\0' 'e' >&2\nexit 2\n")
+	_, err := (&Runner{Program: prog, Timeout: 50 * time.Second}).Read(context.Background(), DriveSpec{Device: "/dev/sdq"})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if len(msg) > 1000 {
+		t.Fatalf("error is %d bytes long", len(msg))
+	}
+	if !strings.Contains(msg, `\x1b[2Jsmartctl: /dev/sdq: Permission denied\r`) || strings.ContainsAny(msg, "\x1b\r\n") {
+		t.Errorf("control characters not made visible: %q", msg)
+	}
+	if !strings.Contains(msg, fmt.Sprintf("more than %d bytes on stderr", maxStderr)) || !strings.Contains(msg, "/dev/sdq") {
+		t.Errorf("error does not say what happened: %q", msg)
+	}
+
+	// Less than the stop limit: exit 2 and its message, the rest dropped
+	// and said so.
+	prog = writeScript(t, dir, "#!/bin/sh\necho 'smartctl: /dev/sdq: Permission denied' >&2\nhead -c 300000 /dev/zero | tr '\\0' 'e' >&2\nexit 2\n")
+	_, err = (&Runner{Program: prog, Timeout: 50 * time.Second}).Read(context.Background(), DriveSpec{Device: "/dev/sdq"})
+	var nd *NoDataError
+	if !errors.As(err, &nd) || nd.ExitStatus == nil || *nd.ExitStatus != 2 {
+		t.Fatalf("want NoDataError with exit 2, got %v", err)
+	}
+	msg = err.Error()
+	if len(msg) > 2000 || !strings.Contains(msg, "Permission denied") || !strings.Contains(msg, "printed 300038 bytes on stderr; only the first 512 are kept") || !strings.Contains(msg, "more bytes cut]") {
+		t.Errorf("%d bytes: %q", len(msg), msg)
+	}
+}
+
+// smartctl's own messages in a report can be anything: the error quoting
+// them stays short and printable.
+func TestNoDataErrorBounded(t *testing.T) {
+	msgs := []string{strings.Repeat("m", 10<<20), "\x1b]0;owned\x07"}
+	for range 100 {
+		msgs = append(msgs, "another")
+	}
+	msg := (&NoDataError{Messages: msgs}).Error()
+	if len(msg) > 2000 || !strings.Contains(msg, `\x1b]0;owned\x07`) || !strings.Contains(msg, "(94 more messages)") || !strings.Contains(msg, "more bytes cut]") {
+		t.Errorf("%d bytes: %.500q", len(msg), msg)
+	}
+	devs := make([]DriveSpec, 1000)
+	for i := range devs {
+		devs[i] = DriveSpec{Device: strings.Repeat("d", 1000)}
+	}
+	if msg := (&ScanOutputError{Devices: devs}).Error(); len(msg) > 6000 || !strings.Contains(msg, "1000 device(s)") || !strings.Contains(msg, "and 968 more") {
+		t.Errorf("%d bytes: %.500q", len(msg), msg)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain ascii":          "plain ascii",
+		"Temp 40 °C":           "Temp 40 °C",
+		"a\x1b[31mred\r\n\x00": `a\x1b[31mred\r\n\x00`,
+		"bad \xff utf8":        `bad \xff utf8`,
+		"c1 \u0085 next":       `c1 \x85 next`,
+		"sep \u2028":           `sep \u2028`,
+	} {
+		if got := Printable(in, 0); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// Clipped on a rune boundary, with a marker.
+	if got := Printable("ab°cd", 3); got != "ab… [4 more bytes cut]" {
+		t.Errorf("clip: %q", got)
+	}
+	if got := Printable(strings.Repeat("x", 10<<20), MaxMessageBytes); len(got) > MaxMessageBytes+40 {
+		t.Errorf("clip: %d bytes", len(got))
 	}
 }

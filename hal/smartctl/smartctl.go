@@ -76,22 +76,72 @@ func Parse(data []byte) (*hal.DriveSnapshot, error) {
 
 // ParseFile reads a saved smartctl output. Errors are *ParseError naming
 // the file. The snapshot's Source is path.
+//
+// Only a regular file (or a symbolic link to one) is read: a FIFO with no
+// writer, a terminal or a device such as /dev/zero would block or never
+// end. The file is opened without blocking and checked again once open, so
+// that it cannot be swapped for one of those in between. At most
+// MaxInputBytes are read.
 func ParseFile(path string) (*hal.DriveSnapshot, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	fail := func(err error) (*hal.DriveSnapshot, error) {
 		return nil, &ParseError{Source: path, Err: err}
 	}
+	if fi, err := os.Stat(path); err != nil {
+		return fail(err)
+	} else if err := regularFile(fi); err != nil {
+		return fail(err)
+	}
+	f, err := openNonBlocking(path)
+	if err != nil {
+		return fail(err)
+	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if err := regularFile(fi); err != nil {
+		return fail(err)
+	}
+	if fi.Size() > MaxInputBytes {
+		return fail(fmt.Errorf("%w: %d bytes is more than any smartctl report (limit %d)", ErrNotSmartctl, fi.Size(), MaxInputBytes))
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxInputBytes+1))
 	if err != nil {
-		return nil, &ParseError{Source: path, Err: err}
+		return fail(err)
+	}
+	if len(data) > MaxInputBytes {
+		// It grew while being read.
+		return fail(fmt.Errorf("%w: more than %d bytes, more than any smartctl report", ErrNotSmartctl, MaxInputBytes))
 	}
 	s, err := Parse(data)
 	if err != nil {
-		return nil, &ParseError{Source: path, Err: err}
+		return fail(err)
 	}
 	s.Source = path
 	return s, nil
+}
+
+// regularFile says what a file is when it is not a regular file.
+func regularFile(fi os.FileInfo) error {
+	m := fi.Mode()
+	if m.IsRegular() {
+		return nil
+	}
+	kind := "not a regular file"
+	switch {
+	case m.IsDir():
+		kind = "a directory"
+	case m&os.ModeNamedPipe != 0:
+		kind = "a named pipe (FIFO)"
+	case m&os.ModeSocket != 0:
+		kind = "a socket"
+	case m&os.ModeCharDevice != 0:
+		kind = "a character device"
+	case m&os.ModeDevice != 0:
+		kind = "a block device"
+	}
+	return fmt.Errorf("%s, not a regular file; save smartctl's output to a file and give that", kind)
 }
 
 // jsonStart finds where a JSON object begins: at the start of the input, or
