@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/dcagent/dcagent/agent/predict"
 	"io"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/dcagent/dcagent/agent/predict"
 	"github.com/dcagent/dcagent/hal"
 	"github.com/dcagent/dcagent/hal/smartctl"
 )
@@ -206,17 +206,21 @@ func writeDriveJSON(w io.Writer, reports []driveReport) error {
 func writeDriveText(w io.Writer, r driveReport) {
 	s := r.Snapshot
 	line := func(label, value string) { fmt.Fprintf(w, "  %-20s %s\n", label, value) }
-	fmt.Fprintf(w, "%s\n", r.File)
+	fmt.Fprintf(w, "%s\n", smartctl.Printable(r.File, 0))
 
 	line("Drive", orUnknown(s.Model))
 	line("Serial number", orUnknown(s.Serial))
 	line("Firmware", orUnknown(s.Firmware))
 	line("Interface", protocolWords(s.Protocol))
 	if s.WWN != "" {
-		line("WWN", s.WWN)
+		line("WWN", shown(s.WWN))
 	}
 	if s.CapacityBytes != nil {
-		line("Capacity", fmt.Sprintf("%s (%s bytes)", humanBytes(*s.CapacityBytes), groupDigits(*s.CapacityBytes)))
+		v := fmt.Sprintf("%s (%s bytes)", humanBytes(*s.CapacityBytes), groupDigits(*s.CapacityBytes))
+		if *s.CapacityBytes > maxPlausibleCapacity {
+			v += " " + implausible("no drive is that large")
+		}
+		line("Capacity", v)
 	} else {
 		line("Capacity", "not reported")
 	}
@@ -239,7 +243,11 @@ func writeDriveText(w io.Writer, r driveReport) {
 		line("SMART verdict", "FAILED: the drive itself predicts its failure; back up its data and replace it")
 	}
 	if s.PowerOnHours != nil {
-		line("Power-on time", fmt.Sprintf("%s hours (%.1f years)", groupDigits(*s.PowerOnHours), float64(*s.PowerOnHours)/(24*365.25)))
+		v := fmt.Sprintf("%s hours (%.1f years)", groupDigits(*s.PowerOnHours), float64(*s.PowerOnHours)/(24*365.25))
+		if *s.PowerOnHours > maxPlausiblePowerOnHours {
+			v += " " + implausible("no drive has run that long")
+		}
+		line("Power-on time", v)
 	} else {
 		line("Power-on time", "not reported")
 	}
@@ -267,19 +275,19 @@ func writeDriveText(w io.Writer, r driveReport) {
 			if a.When == "past" {
 				when = "failed in the past"
 			}
-			fmt.Fprintf(w, "    %d %s: %s (value %d, threshold %d, raw %d)\n", a.ID, a.Name, when, a.Value, a.Thresh, a.Raw)
+			fmt.Fprintf(w, "    %d %s: %s (value %d, threshold %d, raw %d)\n", a.ID, shown(a.Name), when, a.Value, a.Thresh, a.Raw)
 		}
 	}
 	if len(s.Messages) > 0 {
 		fmt.Fprintln(w, "  Messages")
 		for _, m := range s.Messages {
-			fmt.Fprintf(w, "    %s\n", m)
+			fmt.Fprintf(w, "    %s\n", shown(m))
 		}
 	}
 	for _, sec := range r.Extra {
-		fmt.Fprintf(w, "  %s\n", sec.Title)
+		fmt.Fprintf(w, "  %s\n", shown(sec.Title))
 		for _, l := range sec.Lines {
-			fmt.Fprintf(w, "    %s\n", l)
+			fmt.Fprintf(w, "    %s\n", shown(l))
 		}
 	}
 }
@@ -297,6 +305,13 @@ func counterRows(s *hal.DriveSnapshot) []counterRow {
 		fmt   func(uint64) string
 	}
 	pct := func(v uint64) string { return strconv.FormatUint(v, 10) + " %" }
+	// Endurance used may pass 100 %; a spare is a share of 100 %.
+	pctOf100 := func(v uint64) string {
+		if v > 100 {
+			return pct(v) + " " + implausible("a share cannot pass 100 %")
+		}
+		return pct(v)
+	}
 	defs := []def{
 		{"Reallocated sectors (ATA 5)", c.ReallocatedSectors, hal.ProtocolATA, nil},
 		{"Pending sectors (ATA 197)", c.PendingSectors, hal.ProtocolATA, nil},
@@ -308,8 +323,8 @@ func counterRows(s *hal.DriveSnapshot) []counterRow {
 		{"End-to-end errors (ATA 184)", c.EndToEndErrors, hal.ProtocolATA, nil},
 		{"Critical warning (NVMe)", c.CriticalWarning, hal.ProtocolNVMe, criticalWarningWords},
 		{"Media and data integrity errors (NVMe)", c.MediaErrors, hal.ProtocolNVMe, nil},
-		{"Available spare (NVMe)", c.AvailableSpare, hal.ProtocolNVMe, pct},
-		{"Available spare threshold (NVMe)", c.AvailableSpareThreshold, hal.ProtocolNVMe, pct},
+		{"Available spare (NVMe)", c.AvailableSpare, hal.ProtocolNVMe, pctOf100},
+		{"Available spare threshold (NVMe)", c.AvailableSpareThreshold, hal.ProtocolNVMe, pctOf100},
 		{"Endurance used", c.PercentageUsed, hal.ProtocolNVMe, pct},
 		{"Grown defects (SCSI)", c.GrownDefects, hal.ProtocolSCSI, nil},
 		{"Non-medium errors (SCSI)", c.NonMediumErrors, hal.ProtocolSCSI, nil},
@@ -365,6 +380,9 @@ func temperatureWords(s *hal.DriveSnapshot) string {
 		return "not reported"
 	}
 	out := fmt.Sprintf("%g °C", *s.TemperatureC)
+	if t := *s.TemperatureC; t < minPlausibleTempC || t > maxPlausibleTempC {
+		out += " " + implausible(fmt.Sprintf("no drive runs below %g °C or above %g °C; the sensor or the report is wrong", float64(minPlausibleTempC), float64(maxPlausibleTempC)))
+	}
 	var lim []string
 	if s.TempWarnC != nil {
 		lim = append(lim, fmt.Sprintf("warning at %g °C", *s.TempWarnC))
@@ -394,8 +412,28 @@ func orUnknown(s string) string {
 	if s == "" {
 		return "not reported"
 	}
-	return s
+	return shown(s)
 }
+
+// maxShownBytes bounds one value or message line in the plain-words
+// output: a model name is under 50 bytes, a message under 100; a 10 MB one
+// is a broken or hostile file and is cut, with a marker.
+const maxShownBytes = 200
+
+// shown makes a string from a capture fit for a terminal: control
+// characters made visible, and clipped to maxShownBytes with a marker.
+func shown(s string) string { return smartctl.Printable(s, maxShownBytes) }
+
+// Bounds beyond which a value cannot be a real drive's: the report is
+// printed as it is, with a plain warning next to the value.
+const (
+	minPlausibleTempC        = -60
+	maxPlausibleTempC        = 200
+	maxPlausiblePowerOnHours = 1_000_000             // 114 years
+	maxPlausibleCapacity     = 1_000_000_000_000_000 // 1 PB
+)
+
+func implausible(why string) string { return "(IMPLAUSIBLE: " + why + ")" }
 
 // humanBytes gives a size in the decimal units drive vendors and smartctl
 // use: 6001175126016 is "6.00 TB".

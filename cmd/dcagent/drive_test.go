@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dcagent/dcagent/agent/predict"
 	"github.com/dcagent/dcagent/hal"
@@ -268,5 +272,115 @@ func TestHumanNumbers(t *testing.T) {
 	}
 	if got := criticalWarningWords(0x0c); got != "0x0c (reliability degraded by media or internal errors; media placed in read-only mode)" {
 		t.Errorf("criticalWarningWords(0x0c) = %q", got)
+	}
+}
+
+// A FIFO with no writer, a directory or a device is refused at once, by
+// name; the regular files given with it are still printed.
+func TestDriveInspectRefusesNonRegularFiles(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "capture.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	good := capture(t, "json/libblockdev/TOSHIBA_AL15SEB120NY.json")
+	type result struct {
+		status      int
+		out, errOut string
+	}
+	done := make(chan result, 1)
+	go func() {
+		st, out, errOut := runDriveCmd(t, "inspect", fifo, dir, "/dev/zero", good)
+		done <- result{st, out, errOut}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		// Give the blocked open a writer so the goroutine ends.
+		if f, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			f.Close()
+		}
+		t.Fatal("drive inspect blocked on a FIFO with no writer")
+	}
+	if r.status != 1 || !strings.Contains(r.out, "TOSHIBA AL15SEB120NY") {
+		t.Errorf("status %d, stdout:\n%s", r.status, r.out)
+	}
+	for _, want := range []string{
+		"dcagent drive inspect: " + fifo + ": a named pipe (FIFO), not a regular file",
+		"dcagent drive inspect: " + dir + ": a directory, not a regular file",
+		"dcagent drive inspect: /dev/zero: a character device, not a regular file",
+	} {
+		if !strings.Contains(r.errOut, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, r.errOut)
+		}
+	}
+}
+
+// writeCapture saves a real capture with some of its keys replaced.
+func writeCapture(t *testing.T, rel string, edit func(map[string]any)) string {
+	t.Helper()
+	b, err := os.ReadFile(capture(t, rel))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	edit(doc)
+	if b, err = json.Marshal(doc); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "edited.json")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A 10 MB model name, a terminal escape in the serial number and values no
+// drive can have: the plain words stay short, printable, and say plainly
+// what cannot be right.
+func TestDriveInspectHostileValues(t *testing.T) {
+	huge := strings.Repeat("M", 10<<20)
+	p := writeCapture(t, "json/libblockdev/HGST_HUS726060ALA640.json", func(d map[string]any) {
+		d["model_name"] = huge
+		d["serial_number"] = "NCGTEK\x1b[2J\x1b]0;owned\x07"
+		d["temperature"] = map[string]any{"current": 250}
+		d["power_on_time"] = map[string]any{"hours": 5_000_000}
+		d["smartctl"].(map[string]any)["messages"] = []any{map[string]any{"string": strings.Repeat("w", 1<<20), "severity": "warning"}}
+	})
+	status, out, errOut := runDriveCmd(t, "inspect", p)
+	if status != 0 || errOut != "" {
+		t.Fatalf("status %d, stderr %q", status, errOut)
+	}
+	if len(out) > 8000 {
+		t.Errorf("output is %d bytes long", len(out))
+	}
+	for _, want := range []string{
+		"Drive                " + strings.Repeat("M", maxShownBytes) + "… [" + strconv.Itoa(len(huge)-maxShownBytes) + " more bytes cut]",
+		`NCGTEK\x1b[2J\x1b]0;owned\x07`,
+		"250 °C (IMPLAUSIBLE: no drive runs below -60 °C or above 200 °C",
+		"5,000,000 hours (570.4 years) (IMPLAUSIBLE: no drive has run that long)",
+		"more bytes cut]",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%.3000s", want, out)
+		}
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("a control character reached the output: %q", out)
+	}
+
+	// The lower bound, and a plausible value has no warning.
+	for temp, warn := range map[float64]bool{-61: true, -60: false, 45: false, 200: false, 201: true} {
+		p := writeCapture(t, "json/libblockdev/HGST_HUS726060ALA640.json", func(d map[string]any) {
+			d["temperature"] = map[string]any{"current": temp}
+		})
+		_, out, _ := runDriveCmd(t, "inspect", p)
+		if strings.Contains(out, "IMPLAUSIBLE") != warn || !strings.Contains(out, fmt.Sprintf("%g °C", temp)) {
+			t.Errorf("%g °C: warning %v wanted:\n%s", temp, warn, out)
+		}
 	}
 }
