@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/dcagent/dcagent/agent/audit"
@@ -52,6 +53,10 @@ type AuditStatus struct {
 	// Recovered is the problem found at start, when the log had been
 	// tampered with or damaged and a new one was started.
 	Recovered string `json:"recovered,omitempty"`
+	// TrailBreak is what the current log's first record says about the
+	// log it replaced because that one failed verification: the break
+	// stays visible after further restarts.
+	TrailBreak string `json:"trail_break,omitempty"`
 }
 
 func (d *daemon) collectStatus() Status {
@@ -89,6 +94,9 @@ func (d *daemon) collectStatus() Status {
 	st.Audit = AuditStatus{Records: last.Seq, Anchored: d.audit.Anchored()}
 	if t := d.audit.Recovered(); t != nil {
 		st.Audit.Recovered = t.Error()
+	}
+	if p, err := audit.ReadPrevious(d.audit.Path()); err == nil && p != nil && p.Problem != "" {
+		st.Audit.TrailBreak = fmt.Sprintf("log %s was set aside (kept as %s): %s", p.LogID, p.File, p.Problem)
 	}
 	if d.syslog != nil {
 		s := d.syslog.Status()

@@ -83,6 +83,8 @@ type verifyOutcome struct {
 	// is no longer in the audit directory.
 	Previous         *audit.PreviousLog `json:"previous,omitempty"`
 	PreviousFileGone bool               `json:"previous_file_gone,omitempty"`
+	// TrailBroken: this log replaced one that failed verification.
+	TrailBroken bool `json:"trail_broken,omitempty"`
 }
 
 func runAuditVerify(env *cmdEnv, args []string) int {
@@ -120,6 +122,11 @@ func runAuditVerify(env *cmdEnv, args []string) int {
 			out.OK, out.Problem, out.ProblemSeq = false, te.Error(), te.Seq
 		}
 	}
+	// A log that began by setting a broken one aside is a break in the
+	// audit trail: the records since verify, but the trail as a whole does
+	// not, and that stays visible (exit status 1) for as long as this log
+	// lives, however often the daemon restarts.
+	out.TrailBroken = out.Previous != nil && out.Previous.Problem != ""
 	if *asJSON {
 		enc := json.NewEncoder(env.stdout)
 		enc.SetIndent("", "  ")
@@ -127,7 +134,7 @@ func runAuditVerify(env *cmdEnv, args []string) int {
 	} else {
 		printVerify(env, out)
 	}
-	if !out.OK {
+	if !out.OK || out.TrailBroken {
 		return 1
 	}
 	return 0
@@ -236,7 +243,9 @@ func openCounter(ctx context.Context, cfg *config.Config) (c interface{ Read() (
 
 func printVerify(env *cmdEnv, out *verifyOutcome) {
 	w := env.stdout
-	if out.OK {
+	if out.OK && out.TrailBroken {
+		fmt.Fprintf(w, "audit trail BROKEN: the current log verifies (%d records, last #%d, log %s), but it began by setting aside a log that failed verification\n", out.Records, out.LastSeq, out.LogID)
+	} else if out.OK {
 		fmt.Fprintf(w, "audit log OK: %d records, last #%d, log %s\n", out.Records, out.LastSeq, out.LogID)
 	} else {
 		fmt.Fprintf(w, "audit log FAILS verification: %s\n", plainText(out.Problem))
@@ -433,6 +442,11 @@ func auditChecks(cfg *config.Config, _ *slog.Logger) []diag.Check {
 			return []diag.Finding{{Check: "audit", Status: diag.Fail, Subject: out.File, Message: "the audit log fails verification: " + out.Problem, Action: "keep the file as evidence and report it to the customer's security contact; the daemon starts a new log at its next start"}}
 		}
 		f := diag.Finding{Check: "audit", Status: diag.OK, Message: fmt.Sprintf("the audit log verifies (%d records)", out.Records)}
+		if p := out.Previous; p != nil && p.Problem != "" {
+			return []diag.Finding{{Check: "audit", Status: diag.Fail, Subject: out.File,
+				Message: fmt.Sprintf("the audit trail has a break: the current log (%d records) verifies, but it began by setting aside log %s, which failed verification: %s", out.Records, p.LogID, p.Problem),
+				Action:  "report it to the customer's security contact with the kept file (" + p.File + ") and the syslog server's copy (dcagent audit verify --against COPY)"}}
+		}
 		if out.Anchored && !out.CounterChecked {
 			f.Status, f.Action = diag.Warn, "check that the TPM is reachable; without it a log cut short at its end would not show"
 			f.Message += ", but its TPM anchor was not checked"

@@ -134,8 +134,11 @@ func writeStatus(w io.Writer, st daemon.Status, now time.Time) {
 		anchor = "anchored in the syslog stream only"
 	}
 	fmt.Fprintf(w, "Audit: %d records, %s", st.Audit.Records, anchor)
-	if st.Audit.Recovered != "" {
+	switch {
+	case st.Audit.Recovered != "":
 		fmt.Fprintf(w, "; a damaged log was set aside at start: %s", st.Audit.Recovered)
+	case st.Audit.TrailBreak != "":
+		fmt.Fprintf(w, "; the trail has a break: %s", st.Audit.TrailBreak)
 	}
 	fmt.Fprintln(w)
 }
