@@ -117,8 +117,9 @@ type Server struct {
 	logger *slog.Logger
 	ln     *net.UnixListener
 
-	mu      sync.Mutex
-	methods map[string]method
+	mu       sync.Mutex
+	methods  map[string]method
+	coalesce map[string]*coalesced // read-only uses recorded per window
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -338,8 +339,48 @@ func (s *Server) methodNamesLocked() []string {
 	return names
 }
 
+// readOnly are the methods that only look: a monitoring script may call
+// them every minute for years, so their uses are recorded once per
+// readOnlyWindow and user, with the number of calls since the last record,
+// instead of one record (and one TPM counter increment) per call.
+var readOnly = map[string]bool{"status": true, "pending": true}
+
+const readOnlyWindow = 10 * time.Minute
+
+type coalesced struct {
+	last  time.Time
+	calls int
+}
+
 func (s *Server) audit(p Peer, method string, allowed bool, reason string) error {
+	extra := ""
+	if allowed && readOnly[method] {
+		key := fmt.Sprintf("%s/%d", method, p.UID)
+		s.mu.Lock()
+		if s.coalesce == nil {
+			s.coalesce = map[string]*coalesced{}
+		}
+		c := s.coalesce[key]
+		if c == nil {
+			c = &coalesced{}
+			s.coalesce[key] = c
+		}
+		now := time.Now()
+		if !c.last.IsZero() && now.Sub(c.last) < readOnlyWindow {
+			c.calls++
+			s.mu.Unlock()
+			return nil
+		}
+		if c.calls > 0 {
+			extra = strconv.Itoa(c.calls)
+		}
+		c.last, c.calls = now, 0
+		s.mu.Unlock()
+	}
 	fields := map[string]string{"method": method, "uid": fmt.Sprint(p.UID), "pid": fmt.Sprint(p.PID), "user": p.User, "allowed": strconv.FormatBool(allowed)}
+	if extra != "" {
+		fields["calls_not_recorded_since_last"] = extra
+	}
 	if reason != "" {
 		fields["reason"] = reason
 	}

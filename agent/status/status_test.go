@@ -326,3 +326,43 @@ func TestOversizedRequest(t *testing.T) {
 		t.Fatalf("answer %q", buf[:n])
 	}
 }
+
+// A script that polls status does not grow the audit log by a record per
+// call: read-only uses are recorded once per window, with the count of
+// the calls in between; answers (approve, deny) are always recorded.
+func TestReadOnlyUsesCoalesced(t *testing.T) {
+	e := start(t, Options{Approvers: []string{"root"}})
+	ctx := context.Background()
+	for i := 0; i < 5; i++ {
+		if err := Call(ctx, e.srv.Path(), "status", nil, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n := 0
+	for _, r := range e.requests(t) {
+		if r.Fields["method"] == "status" {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Fatalf("%d status records for 5 calls, want 1", n)
+	}
+	// After the window, the next call is recorded with the count.
+	e.srv.mu.Lock()
+	for _, c := range e.srv.coalesce {
+		c.last = c.last.Add(-readOnlyWindow)
+	}
+	e.srv.mu.Unlock()
+	if err := Call(ctx, e.srv.Path(), "status", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	var last audit.Record
+	for _, r := range e.requests(t) {
+		if r.Fields["method"] == "status" {
+			last = r
+		}
+	}
+	if last.Fields["calls_not_recorded_since_last"] != "4" {
+		t.Fatalf("last status record %+v", last.Fields)
+	}
+}
