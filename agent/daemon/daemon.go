@@ -236,7 +236,9 @@ func (d *daemon) requestReload() {
 }
 
 // trimAfterStart releases start-up memory once the parts have settled
-// (first readings taken, first heartbeat answered), then once an hour.
+// (first readings taken, first heartbeat answered), then every few
+// minutes: pages of the binary that only a rare path touched go back to
+// the page cache, and the few that the steady loops use fault back in.
 func (d *daemon) trimAfterStart(ctx context.Context) error {
 	wait := 30 * time.Second
 	for {
@@ -247,7 +249,7 @@ func (d *daemon) trimAfterStart(ctx context.Context) error {
 		}
 		n := trimMemory()
 		d.log.Debug("released start-up memory", "binary_bytes_advised", n)
-		wait = time.Hour
+		wait = 5 * time.Minute
 	}
 }
 
