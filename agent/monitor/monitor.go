@@ -94,9 +94,18 @@ type Monitor struct {
 	stateDirty   bool
 	lastStateErr string
 	readErrs     map[string]string // source -> last error logged
-	sinkErrs     map[string]string // key -> last error logged
-	stats        Stats
-	drivesDone   bool // a drive pass has completed since start
+	// The sink's outage: sinkDown from the first refused event until one
+	// is taken; alerts wait until sinkRetryAt, sinkBackoff after the last
+	// refused one (alerts.go).
+	sinkDown    bool
+	sinkSince   time.Time
+	sinkRetryAt time.Time
+	sinkBackoff time.Duration
+	sinkRefused int    // refused offers in this outage
+	queueSeq    uint64 // the last queue place given
+	queueLen    int    // pending alerts with a queue place
+	stats       Stats
+	drivesDone  bool // a drive pass has completed since start
 }
 
 // driveView is a drive as the last pass saw it.
@@ -160,7 +169,7 @@ func New(o Options) (*Monitor, error) {
 		cfg: cfg, src: src, sink: o.Sink, clock: clock, ids: ids, log: log, pred: pred, dir: dir,
 		extra: o.HealthExtra, collect: make(chan struct{}, 1), wake: make(chan struct{}, 1),
 		tracked: map[string]*tracked{}, bucket: bucket{perHour: cfg.Monitor.AlertMaxPerHour},
-		sensorConds: map[string]sensorCond{}, readErrs: map[string]string{}, sinkErrs: map[string]string{},
+		sensorConds: map[string]sensorCond{}, readErrs: map[string]string{},
 	}
 	m.loadState()
 	m.mu.Lock()
@@ -321,15 +330,29 @@ func (m *Monitor) put(e *event.Event) error {
 	return m.sink.Put(e)
 }
 
-// noteSinkError logs a refused event once per key until the error changes.
-func (m *Monitor) noteSinkError(key string, err error) {
+// noteSinkError counts a refused event and logs the first of an outage
+// only: a sink that stays full must not fill the log with one line per
+// try. The caller holds m.mu.
+func (m *Monitor) noteSinkError(now time.Time, about string, err error) {
 	m.stats.SinkErrors++
 	m.stats.LastSinkError = err.Error()
-	if m.sinkErrs[key] == err.Error() {
+	m.sinkRefused++
+	if m.sinkDown {
 		return
 	}
-	m.sinkErrs[key] = err.Error()
-	m.log.Warn("monitor: event not accepted; it will be retried", "about", key, "err", err)
+	m.sinkDown, m.sinkSince = true, now
+	m.log.Warn("monitor: events not accepted; alerts are queued and offered again with a back-off", "about", about, "err", err)
+}
+
+// sinkAccepted ends an outage: the sink took an event, so the queued
+// alerts may go at once. The caller holds m.mu.
+func (m *Monitor) sinkAccepted() {
+	if !m.sinkDown {
+		return
+	}
+	m.log.Info("monitor: events accepted again", "refused_offers", m.sinkRefused,
+		"outage", m.clock.Now().Sub(m.sinkSince).Round(time.Second))
+	m.sinkDown, m.sinkBackoff, m.sinkRetryAt, m.sinkRefused = false, 0, time.Time{}, 0
 }
 
 // noteReadError logs a source's error once until it changes or clears.

@@ -372,12 +372,12 @@ func (m *Monitor) sendHealthReport(now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err != nil {
-		m.noteSinkError("health report", err)
+		m.noteSinkError(now, "health report", err)
 		m.healthRetry = now.Add(m.cfg.HAL.SensorInterval)
 		m.publishLocked()
 		return
 	}
-	delete(m.sinkErrs, "health report")
+	m.sinkAccepted()
 	m.lastHealth, m.healthRetry = now, time.Time{}
 	m.stats.HealthReports++
 	m.stateDirty = true

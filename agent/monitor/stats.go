@@ -13,10 +13,12 @@ type Stats struct {
 	AlertsSent int `json:"alerts_sent"`
 	// AlertsSuppressed counts changes that went back to the state last
 	// sent before their alert was due: flaps the rate limit absorbed.
-	AlertsSuppressed int    `json:"alerts_suppressed"`
-	HealthReports    int    `json:"health_reports"`
-	SinkErrors       int    `json:"sink_errors"`
-	LastSinkError    string `json:"last_sink_error,omitempty"`
+	AlertsSuppressed int `json:"alerts_suppressed"`
+	// AlertsQueued counts alerts the sink refused that wait for it.
+	AlertsQueued  int    `json:"alerts_queued"`
+	HealthReports int    `json:"health_reports"`
+	SinkErrors    int    `json:"sink_errors"`
+	LastSinkError string `json:"last_sink_error,omitempty"`
 }
 
 // Status is what `dcagent status` shows of the hardware.
@@ -74,6 +76,7 @@ func (m *Monitor) publishLocked() {
 		DrivesByRisk: map[string]int{}, SensorAlarms: []SensorAlarm{}, Drives: []DriveStatus{},
 		Backplanes: append([]predict.BackplaneSuspect(nil), m.backplanes...), Stats: m.stats,
 	}
+	st.Stats.AlertsQueued = m.queueLen
 	for i := range m.drives {
 		d := &m.drives[i]
 		st.DrivesByRisk[d.result.Risk.Level.String()]++
