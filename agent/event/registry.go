@@ -149,10 +149,12 @@ var registry = []TypeSpec{
 			{Name: "sensors", Kind: KindList, Elem: KindObject, Fields: sensorFields, Description: "every sensor reading"},
 			{Name: "drives", Kind: KindList, Elem: KindObject, Fields: driveFields, Description: "every drive with its counters and risk"},
 			{Name: "slots", Kind: KindList, Elem: KindObject, Fields: slotFields, Description: "every enclosure slot"},
-			{Name: "spool", Kind: KindObject, Description: "the agent's event spool", Fields: []Field{
-				{Name: "backlog", Kind: KindInt, Description: "events waiting to be sent"},
-				{Name: "dropped", Kind: KindInt, Description: "low-severity events dropped because the spool was full"},
+			{Name: "spool", Kind: KindObject, Description: "the agent's event spool: counts only, since the agent started", Fields: []Field{
+				{Name: "backlog", Kind: KindInt, Description: "events waiting to be sent, those being sent included"},
+				{Name: "backlog_bytes", Kind: KindInt, Description: "bytes the spool's files take on the device's disk"},
+				{Name: "dropped", Kind: KindInt, Description: "low-severity events dropped to make room for more important ones, all severities summed"},
 				{Name: "quarantined", Kind: KindInt, Description: "damaged spool files set aside"},
+				{Name: "refused", Kind: KindInt, Description: "new events the spool turned away because it was full of more important ones"},
 			}},
 			{Name: "certificate_expires", Kind: KindTime, Description: "when the device certificate expires"},
 		},
