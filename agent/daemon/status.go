@@ -109,10 +109,20 @@ func (d *daemon) statusHandler(ctx context.Context, peer status.Peer, params jso
 	return d.collectStatus(), nil
 }
 
-// healthExtra adds the agent's own state to every health report.
+// healthExtra adds the agent's own state to every health report,
+// including what the spool had to drop or set aside, so the vendor learns
+// of it.
 func (d *daemon) healthExtra() map[string]any {
+	st := d.spool.Stats()
 	return map[string]any{
 		"agent_version":  d.opts.Version,
 		"uptime_seconds": int64(time.Since(d.started).Seconds()),
+		"spool": map[string]any{
+			"backlog":       int64(st.Backlog),
+			"backlog_bytes": st.BacklogBytes,
+			"dropped":       st.DroppedTotal() - st.Refused,
+			"quarantined":   st.Quarantined,
+			"refused":       st.Refused,
+		},
 	}
 }
