@@ -17,3 +17,12 @@ for pair in "arm64 qemu-aarch64-static" "armv7 qemu-arm-static"; do
   "$2" "$bin" drive inspect "$capture" >/dev/null
 done
 echo "cross: both foreign binaries start and read a capture"
+
+# The agent must fit a firmware image: at most 8 MiB stripped on arm64.
+limit=$((8 * 1024 * 1024))
+size=$(stat -c %s bin/linux-arm64/dcagent)
+if [ "$size" -gt "$limit" ]; then
+  echo "cross: bin/linux-arm64/dcagent is $size bytes, over the 8 MiB ($limit) budget" >&2
+  exit 1
+fi
+echo "cross: bin/linux-arm64/dcagent is $size bytes (budget $limit)"
