@@ -8,7 +8,6 @@ import (
 	"log/syslog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -39,12 +38,6 @@ func runDaemon(env *cmdEnv, args []string) int {
 		}
 	}()
 
-	// The agent's heap is small and steady: collecting at 50% growth
-	// instead of 100% keeps the resident set near its working size, at a
-	// cost of a few more cheap collections an hour. GOGC overrides it.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(50)
-	}
 	logs := &switchableLog{stderr: env.stderr}
 	err := daemon.Run(ctx, daemon.Options{
 		ConfigPath: env.configPath,
