@@ -187,7 +187,7 @@ func start(parent context.Context, opts Options, cfg *config.Config) (_ *daemon,
 	}
 	d.record("agent.start", map[string]string{"version": opts.Version, "config": cfg.Path})
 
-	if d.spool, err = spool.Open(filepath.Join(cfg.Device.StateDir, "spool"), spool.Limits{MaxBytes: cfg.Spool.MaxBytes, MaxEvents: cfg.Spool.MaxEvents}, d.log.With("part", "spool")); err != nil {
+	if d.spool, err = spool.Open(filepath.Join(cfg.Device.StateDir, "spool"), spool.Limits{MaxBytes: cfg.Spool.MaxBytes, MaxEvents: cfg.Spool.MaxEvents}, d.log); err != nil {
 		return nil, err
 	}
 	d.spool.SetSystemID(cfg.Device.SystemID)

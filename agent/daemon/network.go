@@ -50,7 +50,7 @@ func (d *daemon) runNetwork(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	up, err := connecthome.New(cfg, d.spool, uploadTLS, d.log.With("part", "upload"))
+	up, err := connecthome.New(cfg, d.spool, uploadTLS, d.log)
 	if err != nil {
 		return err
 	}

@@ -184,7 +184,7 @@ func checkBackend(ctx context.Context, cfg *config.Config) []diag.Finding {
 		return out
 	}
 	st := conn.ConnectionState()
-	add(diag.OK, addr, fmt.Sprintf("TLS %s, certificate for %s verified against the pinned vendor CA", tls.VersionName(st.Version), st.PeerCertificates[0].Subject.CommonName), "")
+	add(diag.OK, addr, fmt.Sprintf("%s, certificate for %s verified against the pinned vendor CA", tls.VersionName(st.Version), st.PeerCertificates[0].Subject.CommonName), "")
 	conn.Close()
 
 	if cfg.Backend.HeartbeatAddr == "" {
