@@ -122,6 +122,8 @@ func Load(path string) (*Config, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	c.Path = name
+	// A byte-order mark from a Windows editor is not part of the first line.
+	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
 	sections := map[string]reflect.Value{}
 	forEachSection(c, func(n string, v reflect.Value) { sections[n] = v })
 
@@ -174,6 +176,9 @@ func Parse(name string, data []byte) (*Config, error) {
 		}
 	}
 	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = errors.New("a line is longer than 1 MiB")
+		}
 		return nil, &Error{File: name, Line: lineNo + 1, Err: err}
 	}
 	var verr error

@@ -83,6 +83,9 @@ func TestParseErrorsNameTheFault(t *testing.T) {
 		{"validation names line", "[device]\nsystem_id = X\n[log]\nlevel = loud\n", []string{"f.conf:4", "[log] level", "loud"}},
 		{"bad map", "[device]\nsystem_id = X\nlabels = dc1\n", []string{"not name=value"}},
 		{"renew fraction", "[device]\nsystem_id = X\n[identity]\nrenew_at = 1.5\n", []string{"renew_at", "between 0 and 1"}},
+		{"comment after a value", "[device]\nsystem_id = X ; the lab box\n", []string{"f.conf:2", "[device] system_id", "comment after a value"}},
+		{"relative state dir", "[device]\nsystem_id = X\nstate_dir = var/lib\n", []string{"[device] state_dir", "absolute"}},
+		{"long line", "[device]\nsystem_id = " + strings.Repeat("x", 2<<20) + "\n", []string{"longer than 1 MiB"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -100,6 +103,13 @@ func TestParseErrorsNameTheFault(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestByteOrderMarkIgnored(t *testing.T) {
+	c, err := Parse("bom.conf", []byte("\xef\xbb\xbf[device]\nsystem_id = S1\n"))
+	if err != nil || c.Device.SystemID != "S1" {
+		t.Fatalf("%v %+v", err, c)
 	}
 }
 
