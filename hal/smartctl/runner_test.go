@@ -467,3 +467,36 @@ func TestPrintable(t *testing.T) {
 		t.Errorf("clip: %d bytes", len(got))
 	}
 }
+
+// A SAS drive's link errors come from its phy log, read with a second
+// smartctl call because -a leaves it out; an ATA drive gets no such call.
+func TestRunnerReadsSASPhyLog(t *testing.T) {
+	dir := t.TempDir()
+	capture := filepath.Join(testenv.SharedTestdata(t), "smart", "json", "libblockdev", "SEAGATE_ST600MP0036.json")
+	phy := filepath.Join(dir, "phy.json")
+	os.WriteFile(phy, []byte(`{"json_format_version":[1,0],"smartctl":{"exit_status":0},
+	  "scsi_sas_port_1":{"phy_0":{"invalid_dword_count":7,"loss_of_dword_synchronization_count":2,"phy_reset_problem_count":1}}}`), 0o644)
+	args := filepath.Join(dir, "args")
+	prog := writeScript(t, dir, fmt.Sprintf("#!/bin/sh\necho \"$@\" >> '%s'\ncase \"$*\" in *sasphy*) cat '%s';; *) cat '%s';; esac\n", args, phy, capture))
+	r := &Runner{Program: prog, Timeout: 20 * time.Second}
+	s, err := r.Read(context.Background(), DriveSpec{Device: "/dev/sdb", Type: "scsi"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Counters.LinkErrors == nil || *s.Counters.LinkErrors != 10 {
+		t.Fatalf("link errors %v", s.Counters.LinkErrors)
+	}
+	calls, _ := os.ReadFile(args)
+	if !strings.Contains(string(calls), "--json=c -l sasphy -d scsi /dev/sdb") {
+		t.Errorf("calls:\n%s", calls)
+	}
+
+	ata, argsATA := standIn(t, "json/libblockdev/HGST_HMS5C4040BLE640.json", 0)
+	r = &Runner{Program: ata, Timeout: 20 * time.Second}
+	if _, err := r.Read(context.Background(), DriveSpec{Device: "/dev/sda"}); err != nil {
+		t.Fatal(err)
+	}
+	if calls, _ := os.ReadFile(argsATA); strings.Contains(string(calls), "sasphy") {
+		t.Errorf("an ATA drive got a phy log call:\n%s", calls)
+	}
+}
