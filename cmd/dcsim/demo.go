@@ -43,6 +43,10 @@ func runDemo(stdout, stderr io.Writer, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	if err := demo.Run(ctx, o, stdout); err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "dcsim demo: interrupted")
+			return 130
+		}
 		fmt.Fprintf(stderr, "dcsim demo: %v\n", err)
 		return 1
 	}

@@ -218,6 +218,9 @@ func telemetryWords(s hbsvc.Seen) string {
 	if t == nil {
 		return ""
 	}
+	if t.DrivesOK+t.DrivesWatch+t.DrivesWarn+t.DrivesFail == 0 {
+		return fmt.Sprintf(" (the drives are not read yet; %d events waiting to be sent)", t.SpoolBacklog)
+	}
 	return fmt.Sprintf(" (drives ok %d, watch %d, warn %d, fail %d; %d events waiting to be sent)", t.DrivesOK, t.DrivesWatch, t.DrivesWarn, t.DrivesFail, t.SpoolBacklog)
 }
 
@@ -241,6 +244,9 @@ func eventWords(r interface{ Event() (*event.Event, error) }) string {
 		if d, ok := ev.Payload["drive"].(map[string]any); ok {
 			if rs, ok := d["reasons"].([]any); ok {
 				for _, r := range rs {
+					if text, _ := r.(string); text != "" && strings.Contains(msg, text) {
+						continue // the headline says it already
+					}
 					line += fmt.Sprintf("\n          |   because %v", r)
 				}
 			}
@@ -262,7 +268,10 @@ func waitPending(ctx context.Context, lab *Lab, sr string) (string, error) {
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("the request never reached the device's approval queue (last error: %v)", err)
+			if err != nil {
+				return "", fmt.Errorf("the request never reached the device's approval queue (last error: %v)", err)
+			}
+			return "", errors.New("the request never reached the device's approval queue")
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
