@@ -127,88 +127,28 @@ func (c *rebindConn) SetWriteDeadline(t time.Time) error {
 // PacketConn: pion/dtls writes with WriteTo, which a connected socket
 // refuses. Being connected, it receives only the peer's datagrams (the
 // kernel filters the rest), so the device holds no UDP port that anyone
-// else can reach; after a network change the heartbeat rebinds to a new
-// socket, whose source address routing picks afresh.
-//
-// Connecting needs a route. A socket made while the device has no usable
-// address (the moment after one was removed) stays unconnected until its
-// first write finds a route; until then it drops datagrams from anyone
-// but the peer itself, and it can receive nothing anyway.
+// else can reach. After a network change the heartbeat rebinds to a new
+// connected socket, whose source address routing picks afresh; while the
+// device has no route at all, connecting fails and the heartbeat keeps the
+// old socket and its session until the next change brings a route.
 //
 // DialUDP makes one (the default under Options.ListenPacket; tests call it
 // inside a network namespace).
 type connectedPacket struct {
 	*net.UDPConn
 	peer *net.UDPAddr
-
-	mu        sync.Mutex
-	connected bool
 }
 
 func DialUDP(peer *net.UDPAddr) (net.PacketConn, error) {
-	network := "udp4"
-	if peer.IP.To4() == nil {
-		network = "udp6"
-	}
-	c, err := net.ListenUDP(network, nil)
+	c, err := net.DialUDP("udp", nil, peer)
 	if err != nil {
 		return nil, err
 	}
-	p := &connectedPacket{UDPConn: c, peer: peer}
-	p.tryConnect()
-	return p, nil
-}
-
-// tryConnect connects the socket to the peer if it is not yet; it reports
-// whether it is connected now.
-func (c *connectedPacket) tryConnect() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.connected {
-		return true
-	}
-	rc, err := c.UDPConn.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var sa syscall.Sockaddr
-	if ip4 := c.peer.IP.To4(); ip4 != nil {
-		a := &syscall.SockaddrInet4{Port: c.peer.Port}
-		copy(a.Addr[:], ip4)
-		sa = a
-	} else {
-		a := &syscall.SockaddrInet6{Port: c.peer.Port}
-		copy(a.Addr[:], c.peer.IP.To16())
-		sa = a
-	}
-	var cerr error
-	if err := rc.Control(func(fd uintptr) { cerr = syscall.Connect(int(fd), sa) }); err != nil || cerr != nil {
-		return false
-	}
-	c.connected = true
-	return true
+	return &connectedPacket{UDPConn: c, peer: peer}, nil
 }
 
 func (c *connectedPacket) WriteTo(b []byte, _ net.Addr) (int, error) {
-	if c.tryConnect() {
-		// A connected socket sends to its peer; WriteTo with an address
-		// would be refused.
-		rc, err := c.UDPConn.SyscallConn()
-		if err != nil {
-			return 0, err
-		}
-		var n int
-		var werr error
-		err = rc.Write(func(fd uintptr) bool {
-			n, werr = syscall.Write(int(fd), b)
-			return !errors.Is(werr, syscall.EAGAIN)
-		})
-		if err != nil {
-			return 0, err
-		}
-		return n, werr
-	}
-	return c.UDPConn.WriteToUDP(b, c.peer)
+	return c.UDPConn.Write(b)
 }
 
 // ReadFrom reads the peer's next datagram. A connected socket also
@@ -218,17 +158,11 @@ func (c *connectedPacket) WriteTo(b []byte, _ net.Addr) (int, error) {
 // not passed up to end it.
 func (c *connectedPacket) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, from, err := c.UDPConn.ReadFromUDP(b)
-		if err != nil {
-			if transientUDP(err) {
-				continue
-			}
-			return n, c.peer, err
+		n, err := c.UDPConn.Read(b)
+		if err != nil && transientUDP(err) {
+			continue
 		}
-		if !from.IP.Equal(c.peer.IP) || from.Port != c.peer.Port {
-			continue // not the backend: only possible before connecting
-		}
-		return n, c.peer, nil
+		return n, c.peer, err
 	}
 }
 

@@ -453,9 +453,11 @@ func (c *Client) networkChanged() {
 	c.reconnect = &ev
 	c.settleFrom, c.settleTries = ev.at, 0
 	if c.dtls != nil {
+		// With no route (an address just removed, none added yet) a new
+		// connected socket cannot be made: keep the session on the old
+		// socket; the change that brings a route rebinds it.
 		if err := c.dtls.sock.rebind(); err != nil {
-			c.log.Debug("heartbeat: moving the udp socket failed; new session", "err", err)
-			c.closeDTLS()
+			c.log.Debug("heartbeat: the udp socket stays until the network has a route again", "err", err)
 		}
 	}
 	if c.transport != nil {

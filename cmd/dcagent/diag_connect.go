@@ -19,6 +19,7 @@ import (
 	"github.com/dcagent/dcagent/agent/config"
 	"github.com/dcagent/dcagent/agent/daemon"
 	"github.com/dcagent/dcagent/agent/diag"
+	"github.com/dcagent/dcagent/agent/heartbeat"
 	"github.com/dcagent/dcagent/agent/status"
 	"github.com/dcagent/dcagent/crypto/identity"
 	"github.com/dcagent/dcagent/crypto/tlsconf"
@@ -225,7 +226,7 @@ func probeUDP(ctx context.Context, addr, serverName string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	pc, err := net.ListenUDP("udp", nil)
+	pc, err := heartbeat.DialUDP(raddr)
 	if err != nil {
 		return 0, err
 	}
