@@ -134,13 +134,23 @@ type reportSection struct {
 // parts of the agent contribute (the drive's risk) are appended here.
 func inspectReport(file string, s *hal.DriveSnapshot, risk predict.Risk) driveReport {
 	title := "Risk: " + risk.Level.String()
-	if len(risk.Reasons) == 0 {
+	switch {
+	case len(risk.Reasons) == 0:
 		title += " (nothing in this drive's report points at a failure)"
+	case risk.Level >= predict.LevelWarn && s.SmartPassed != nil && *s.SmartPassed:
+		title += " (although the drive's own SMART verdict is PASSED: its counters say otherwise)"
+	}
+	lines := append([]string(nil), risk.Reasons...)
+	switch risk.Level {
+	case predict.LevelFail:
+		lines = append(lines, "What to do: replace the drive; send this report with the case.")
+	case predict.LevelWarn:
+		lines = append(lines, "What to do: plan a replacement and check that its data is protected; inspect it again to see whether the counts grow.")
 	}
 	return driveReport{File: file, Snapshot: s, Extra: []reportSection{{
 		Key:   "risk",
 		Title: title,
-		Lines: risk.Reasons,
+		Lines: lines,
 		Value: risk,
 	}}}
 }
