@@ -377,14 +377,6 @@ func caseLine(c cases.Case) string {
 	return fmt.Sprintf("%s: %s. Part to dispatch: %s", c.ID, c.Summary, c.Part.Description)
 }
 
-func firstLine(s string) string {
-	s = strings.TrimSpace(s)
-	if i := strings.IndexByte(s, '\n'); i >= 0 {
-		return s[:i]
-	}
-	return s
-}
-
 func indent(s, prefix string) string {
 	var b bytes.Buffer
 	for _, line := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
